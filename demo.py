@@ -1,0 +1,1 @@
+"""Gradio demo (placeholder until the demo issue lands)."""

