@@ -5,7 +5,7 @@ RAG    := $(VENV)/bin/rag
 INDEX  ?= indexes/default
 QUESTION ?= who wrote the theory of relativity
 
-.PHONY: run setup index test test-all clean
+.PHONY: run setup index browser test test-all clean
 
 # Set up, build the default index over the built-in Wikipedia corpus if missing (~4 min on 2 cores), answer a question.
 run: setup index
@@ -24,10 +24,16 @@ $(VENV)/.installed: pyproject.toml
 index: setup
 	@test -f $(INDEX)/manifest.json || $(RAG) index build --corpus default --out $(INDEX)
 
-test: setup
+# Debian's chromium, which the demo's browser test drives through playwright (no browser download).
+# Never fails the run: where apt-get cannot install it, that test skips and says why.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium) \
+		|| echo "make: could not install chromium with apt-get; the browser test will be skipped" >&2
+
+test: setup browser
 	$(PY) -m pytest -m "not slow" -q
 
-test-all: setup
+test-all: setup browser
 	$(PY) -m pytest -q
 
 clean:

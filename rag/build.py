@@ -3,7 +3,8 @@
 indexes/NAME/
     manifest.json     what was built, from what, with which encoder (checked on load)
     passages.sqlite   the PassageStore; row i <-> FAISS row i
-    index.faiss       the DenseIndex
+    index.faiss       the DenseIndex, or
+    index_shards/     00000.faiss, 00001.faiss ...: a ShardedIndex (manifest `index_shards` > 1)
 
 A build writes into NAME.partial/ and renames it to NAME only when whole. Embeddings go to
 NAME.partial/shards/ one shard at a time, each by atomic rename, so a killed build rerun with the
@@ -26,6 +27,7 @@ import numpy as np
 from rag.corpus import ReadReport, SplitConfig, detect_format, read_passages
 from rag.encoders import Encoder, EncoderConfig, load_encoder
 from rag.index import DenseIndex, IndexConfig
+from rag.sharded import SHARD_DIR, ShardedIndex, shard_files
 from rag.store import PassageStore
 from rag.types import Hit, Passage, RagError
 
@@ -41,6 +43,7 @@ class BuildConfig:
     index: IndexConfig = IndexConfig()
     split: SplitConfig = SplitConfig()
     shard_size: int = 4096  # passages per embedding shard: the most a killed build loses
+    index_shards: int = 1  # FAISS indexes the passages are split into (search merges their top-k)
     on_error: str = "raise"  # or "skip": bad records skipped, counted in the manifest
     overwrite: bool = False  # replace an existing index at the output path (rebuild from a new corpus)
 
@@ -55,6 +58,7 @@ class Manifest:
     sources: list[dict]  # one per corpus read: source, format, sha256 of its passages, counts, date
     built_at: str
     bytes_per_vector: float = 0.0
+    index_shards: int = 1
     format: str = MANIFEST_FORMAT
     extra: dict = field(default_factory=dict)
 
@@ -78,7 +82,7 @@ class Manifest:
 class IndexFolder:
     """An opened index: manifest, passage store and dense index. Searching never changes it."""
 
-    def __init__(self, path: Path, manifest: Manifest, store: PassageStore, dense: DenseIndex):
+    def __init__(self, path: Path, manifest: Manifest, store: PassageStore, dense: DenseIndex | ShardedIndex):
         self.path, self.manifest, self.store, self.dense = path, manifest, store, dense
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
@@ -102,19 +106,43 @@ def check_encoder(manifest: Manifest, spec: str, folder: Path) -> None:
         raise RagError(f"{folder} was built with encoder {manifest.encoder!r}, not {spec!r}: query vectors would not match its passage vectors. Use --encoder {manifest.encoder} or rebuild the index.")
 
 
-def open_index(path: str | Path, encoder_spec: str | None = None, mmap: bool = False) -> IndexFolder:
+def open_index(path: str | Path, encoder_spec: str | None = None, mmap: bool = False, ray_actors: bool = False) -> IndexFolder:
+    """mmap: map the FAISS files instead of reading them; ray_actors: hold each index shard in a Ray
+    actor (rag.distributed.RayShardedIndex; Ray must be initialized) and fan searches out to them."""
     folder = Path(path)
     manifest = Manifest.read(folder)
     if encoder_spec is not None:
         check_encoder(manifest, encoder_spec, folder)
     store = PassageStore(folder / STORE, readonly=True)
-    dense = DenseIndex.load(folder / FAISS_FILE, IndexConfig(**manifest.index), mmap=mmap)
+    dense = load_dense(folder, manifest, mmap, ray_actors)
     if not (len(store) == len(dense) == manifest.passages):
         raise RagError(
             f"{folder} is inconsistent: {len(store)} stored passages, {len(dense)} vectors, manifest says {manifest.passages}; "
             f"an `rag index add` was interrupted: finish it with `rag index add --index {folder}`"
         )
     return IndexFolder(folder, manifest, store, dense)
+
+
+def dense_files(folder: Path, manifest: Manifest) -> list[Path]:
+    """The FAISS files of an index folder, in row order."""
+    if manifest.index_shards > 1:
+        return shard_files(folder / SHARD_DIR, manifest.index_shards)
+    return [folder / FAISS_FILE]
+
+
+def load_dense(folder: Path, manifest: Manifest, mmap: bool = False, ray_actors: bool = False) -> DenseIndex | ShardedIndex:
+    config, files = IndexConfig(**manifest.index), dense_files(folder, manifest)
+    if ray_actors:
+        from rag.distributed import RayShardedIndex
+
+        return RayShardedIndex.load(files, config, mmap=mmap)
+    if len(files) == 1:
+        return DenseIndex.load(files[0], config, mmap=mmap)
+    return ShardedIndex.load(files, config, mmap=mmap)
+
+
+def _bytes_per_vector(folder: Path, manifest: Manifest) -> float:
+    return round(sum(p.stat().st_size for p in dense_files(folder, manifest)) / max(manifest.passages, 1), 1)
 
 
 # --- build -----------------------------------------------------------------------------------
@@ -154,10 +182,14 @@ def build_index(
         encoder = encoder or load_encoder(config.encoder)
         encoder_info = (encoder.dim, encoder.normalized)
         encode_store_shards(partial / STORE, shard_dir, config.shard_size, encoder, progress=progress)
-    embeddings = np.concatenate([np.load(p) for p in shard_paths(shard_dir, n, config.shard_size)])
-    _log(f"building a {config.index.kind} index over {n} vectors", progress)
-    dense = DenseIndex.build(embeddings, config.index)
-    dense.save(partial / FAISS_FILE)
+    embedding_files = shard_paths(shard_dir, n, config.shard_size)
+    _log(f"building a {config.index.kind} index over {n} vectors" + (f" in {config.index_shards} shards" if config.index_shards > 1 else ""), progress)
+    if config.index_shards > 1:
+        dense = ShardedIndex.build_from_files(embedding_files, config.index, config.index_shards)
+        dense.save(partial / SHARD_DIR)
+    else:
+        dense = DenseIndex.build(np.concatenate([np.load(p) for p in embedding_files]), config.index)
+        dense.save(partial / FAISS_FILE)
     manifest = Manifest(
         encoder=config.encoder.spec,
         dim=encoder_info[0],
@@ -166,11 +198,13 @@ def build_index(
         passages=n,
         sources=[source],
         built_at=_now(),
-        bytes_per_vector=round((partial / FAISS_FILE).stat().st_size / max(n, 1), 1),
+        index_shards=config.index_shards,
     )
+    manifest.bytes_per_vector = _bytes_per_vector(partial, manifest)
     manifest.write(partial)
     shutil.rmtree(shard_dir)
-    (partial / "build.json").unlink()
+    for scratch in ("build.json", "ingested.json"):
+        (partial / scratch).unlink()
     _publish(partial, out)
     return open_index(out)
 
@@ -308,8 +342,7 @@ def add_to_index(
     """
     folder = Path(path)
     manifest = Manifest.read(folder)
-    config = IndexConfig(**manifest.index)
-    dense = DenseIndex.load(folder / FAISS_FILE, config)
+    dense = load_dense(folder, manifest)
     if corpus is not None:
         report = ReadReport()
         manifest.sources.append(_append_corpus(folder / STORE, corpus, fmt, split, on_error, report, progress))
@@ -323,11 +356,14 @@ def add_to_index(
 
             with tqdm(total=missing, desc="encoding new passages", unit=" passages", disable=not progress, file=sys.stderr) as bar:
                 dense.add(encode_shard(store, encoder, len(dense), n, on_batch=bar.update))
-    tmp = folder / (FAISS_FILE + ".tmp")
-    dense.save(tmp)
-    os.replace(tmp, folder / FAISS_FILE)
+    if isinstance(dense, ShardedIndex):  # new rows went to the last shard; each file is replaced atomically
+        dense.save(folder / SHARD_DIR)
+    else:
+        tmp = folder / (FAISS_FILE + ".tmp")
+        dense.save(tmp)
+        os.replace(tmp, folder / FAISS_FILE)
     manifest.passages = n
-    manifest.bytes_per_vector = round((folder / FAISS_FILE).stat().st_size / max(n, 1), 1)
+    manifest.bytes_per_vector = _bytes_per_vector(folder, manifest)
     manifest.write(folder)
     return open_index(folder)
 

@@ -42,6 +42,9 @@ def cmd_index_build(args) -> None:
         encode_shards = ray_shard_encoder(address=args.ray or None, num_workers=args.ray_workers)
     folder = build_index(config, args.out, encode_shards=encode_shards)
     print(f"built {folder.path}: {folder.manifest.passages} passages, {folder.manifest.index['kind']} index, {folder.manifest.bytes_per_vector} bytes/vector")
+    from rag.bm25 import bm25_for_index
+
+    bm25_for_index(folder)  # NAME/bm25/: BM25 and hybrid search work from the start
 
 
 def cmd_index_add(args) -> None:
@@ -61,18 +64,130 @@ def cmd_index_info(args) -> None:
     print(json.dumps(asdict(Manifest.read(Path(args.index))), indent=2))
 
 
+def _add_retriever_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fusion", default="rrf", choices=("rrf", "linear"), help="hybrid: reciprocal-rank fusion or linear mix of normalized scores")
+    p.add_argument("--dense-weight", type=float, default=0.5, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
+
+
+def _add_reader_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--reader", default="default", help="'default' (the MiniLM span reader `rag train` saves to checkpoints/reader-default), "
+                   "a checkpoint or reader folder, a hub QA checkpoint id, or rag-sequence / rag-token")
+    p.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token: hub id or path (default: facebook/rag-<variant>-nq)")
+    p.add_argument("--retriever", default="dense", choices=("dense", "bm25", "hybrid"))
+    p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    _add_retriever_args(p)
+
+
+def _hybrid_config(args):
+    from rag.retrieve import HybridConfig
+
+    return HybridConfig(fusion=args.fusion, dense_weight=args.dense_weight)
+
+
 def cmd_search(args) -> None:
     from rag.build import open_index
-    from rag.retrieve import DenseRetriever
+    from rag.retrieve import load_retriever
 
-    retriever = DenseRetriever(open_index(args.index))
+    retriever = load_retriever(open_index(args.index), args.retriever, config=_hybrid_config(args))
     for hit in retriever.retrieve([args.question], args.k)[0]:
         print(f"{hit.rank:>3}. [{hit.score:.4f}] {hit.passage.title} ({hit.passage.id})")
         print(f"     {_clip(hit.passage.text, args.width)}")
 
 
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    """Arguments every `rag eval` subcommand takes."""
+    p.add_argument("--qa", required=True, help="question/answer file: NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv, TriviaQA/SQuAD .json, HF dataset")
+    p.add_argument("--qa-format", default="auto", choices=("auto", "nq-open", "webquestions", "dpr-qas", "triviaqa", "squad", "hf"), help="default: from the file name")
+    p.add_argument("--index", default=DEFAULT_INDEX)
+    p.add_argument("--k", default="1,5,20,100", help="comma-separated k for top-k accuracy (default: %(default)s)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    p.add_argument("--batch-size", type=int, default=256, help="questions per retrieve call")
+    p.add_argument("--match", default="string", choices=("string", "regex"), help="answer matching: DPR's token rule, or regex answers (CuratedTREC)")
+    p.add_argument("--out", default=None, help="output path prefix for PREFIX.json and PREFIX.png (default: eval/out/<command>-<qa file>)")
+
+
+def _eval_out(args, command: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    return Path("eval/out") / f"{command}-{Path(args.qa).name.split('.')[0]}"
+
+
+def cmd_eval_retrieval(args) -> None:
+    from rag.build import open_index
+    from rag.evaluate import evaluate_retrieval, parse_ks
+    from rag.qa_data import load_qa
+    from rag.retrieve import RETRIEVERS, load_retriever
+
+    ks = parse_ks(args.k)
+    kinds = [k.strip() for k in args.retrievers.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in RETRIEVERS]
+    if bad or not kinds:
+        raise RagError(f"--retrievers: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(RETRIEVERS)}")
+    examples = load_qa(args.qa, args.qa_format, args.limit)
+    index = open_index(args.index)
+    encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
+    retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
+    report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
+    print(report.table())
+    out = _eval_out(args, "retrieval")
+    print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
+    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+
+
+def cmd_eval_qa(args) -> None:
+    from rag.evaluate import evaluate_qa, parse_ks
+    from rag.pipeline import load_pipeline
+    from rag.qa_data import load_qa
+
+    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args))
+    report = evaluate_qa(pipeline, load_qa(args.qa, args.qa_format, args.limit), parse_ks(args.k), batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
+    print(report.table())
+    out = _eval_out(args, "qa")
+    print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
+    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+
+
+def cmd_ask(args) -> None:
+    from rag.pipeline import load_pipeline
+
+    answer = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args)).answer([args.question])[0]
+    print(f"answer: {answer.text or '(none)'}")
+    print(f"score:  {answer.score:.4f}  (p(answer | question), marginalized over {args.k} passages)")
+    spans = {}
+    for span in answer.spans:
+        spans.setdefault(span.passage_id, []).append(span)
+    for hit in answer.evidence:
+        text = hit.passage.text
+        for span in sorted(spans.get(hit.passage.id, ()), key=lambda s: -s.start):  # mark the answer: >>text<<
+            text = f"{text[: span.start]}>>{text[span.start : span.end]}<<{text[span.end :]}"
+        print(f"{hit.rank:>3}. [{hit.score:.4f}] {hit.passage.title} ({hit.passage.id})")
+        print(f"     {_clip(text, args.width)}")
+
+
+def cmd_train(args) -> None:
+    from rag.train import TrainConfig, train
+
+    config = TrainConfig(
+        questions=args.questions, index=args.index, out=args.out, reader=args.reader, generator=args.generator, k=args.k, epochs=args.epochs,
+        max_questions=args.limit or 0, batch_size=args.batch_size, reader_lr=args.reader_lr, query_lr=args.query_lr,
+        train_query_encoder=not args.freeze_query_encoder, refresh_every=args.refresh_every, max_length=args.max_length,
+        save_every=args.save_every, seed=args.seed, device=args.device,
+    )
+    report = train(config)
+    print(f"trained {report.steps} steps on {report.questions_seen} questions ({report.questions_used} with an answer in their top-{args.k}), "
+          f"mean loss {report.mean_loss:.3f}: checkpoint {report.checkpoint}")
+    print(f"use it: rag ask \"QUESTION\" --index {Path(report.checkpoint) / 'index' if args.refresh_every else args.index} --reader {report.checkpoint}")
+
+
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_demo(args) -> None:
+    from rag.app import DemoConfig, launch_demo
+
+    retrievers = {"retrievers": tuple(args.retrievers)} if args.retrievers else {}
+    launch_demo(DemoConfig(index=args.index, reader=args.reader, k=args.k, device=args.device, host=args.host, port=args.port, **retrievers))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +223,62 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", default=DEFAULT_INDEX)
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--width", type=int, default=300, help="characters of passage text to print")
+    s.add_argument("--retriever", default="dense", choices=("dense", "bm25", "hybrid"))
+    _add_retriever_args(s)
     s.set_defaults(func=cmd_search)
+
+    ev = sub.add_parser("eval", help="evaluate on question/answer sets: retrieval accuracy, QA exact match").add_subparsers(dest="eval_command", required=True)
+    er = ev.add_parser("retrieval", help="top-k retrieval accuracy of dense, BM25 and hybrid side by side (DPR Table 2)")
+    _add_eval_args(er)
+    er.add_argument("--retrievers", default="dense,bm25,hybrid", help="comma-separated, of dense, bm25, hybrid (default: %(default)s)")
+    _add_retriever_args(er)
+    er.set_defaults(func=cmd_eval_retrieval)
+
+    eq = ev.add_parser("qa", help="exact match and F1 of retrieve -> read, next to top-k retrieval accuracy")
+    _add_eval_args(eq)
+    _add_reader_args(eq)
+    eq.add_argument("--read-k", type=int, default=10, help="passages the reader reads per question (default: %(default)s)")
+    eq.set_defaults(func=cmd_eval_qa, batch_size=32)
+
+    q = sub.add_parser("ask", help="answer a question: retrieve, read, print the answer, its score and its passages")
+    q.add_argument("question")
+    q.add_argument("--index", default=DEFAULT_INDEX)
+    q.add_argument("-k", "--k", type=int, default=10, help="passages retrieved and read (default: %(default)s)")
+    q.add_argument("--width", type=int, default=300, help="characters of passage text to print")
+    _add_reader_args(q)
+    q.set_defaults(func=cmd_ask)
+
+    from rag.train import TrainConfig
+
+    t = sub.add_parser("train", help="joint training of the reader (or generator) and the query encoder from question/answer pairs")
+    t.add_argument("--questions", required=True, help="question/answer file (NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv ...)")
+    t.add_argument("--index", default=DEFAULT_INDEX, help="a flat or hnsw index (passage vectors are read back from it)")
+    t.add_argument("--out", default=TrainConfig.out, help="checkpoint folder; rerunning resumes it (default: %(default)s, what `--reader default` loads)")
+    t.add_argument("--reader", default="default", help="start from: 'default' (MiniLM + new span head), a reader folder, a hub QA id, or rag-sequence / rag-token")
+    t.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token (hub id or path)")
+    t.add_argument("--k", type=int, default=TrainConfig.k, help="passages retrieved per question (default: %(default)s)")
+    t.add_argument("--epochs", type=int, default=1)
+    t.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="questions per optimizer step (default: %(default)s)")
+    t.add_argument("--reader-lr", type=float, default=TrainConfig.reader_lr, help="(default: %(default)s)")
+    t.add_argument("--query-lr", type=float, default=TrainConfig.query_lr, help="query (and passage) encoder learning rate (default: %(default)s)")
+    t.add_argument("--freeze-query-encoder", action="store_true", help="train the reader alone (baseline for joint training)")
+    t.add_argument("--refresh-every", type=int, default=0, metavar="N", help="train the passage encoder too; re-encode passages and rebuild the index every N steps")
+    t.add_argument("--max-length", type=int, default=TrainConfig.max_length, help="reader input tokens (default: %(default)s)")
+    t.add_argument("--save-every", type=int, default=TrainConfig.save_every, help="steps between checkpoints (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("demo", help="the Gradio demo: ask questions in the browser, see the answer and its passages")
+    d.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
+    d.add_argument("--reader", default="default", help="'default' (MiniLM span reader), a checkpoint path or a hub id (as for `rag ask`)")
+    d.add_argument("--retrievers", nargs="+", default=None, metavar="KIND", help="retrievers to load and offer: dense, bm25, hybrid (default: all three)")
+    d.add_argument("-k", type=int, default=5, help="passages to read per question, the page's starting value")
+    d.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    d.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only; 0.0.0.0 for all)")
+    d.add_argument("--port", type=int, default=7860)
+    d.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -245,9 +245,13 @@ def _read_dpr_tsv(path: Path, split: SplitConfig, on_error: str, report: ReadRep
                 yield Passage(pid.strip(), title, text)
 
 
-def _records_to_passages(records: Iterable[tuple[str, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
-    """(where, record) pairs with `title`, `text` and optional `id` -> passages."""
-    for n, (where, rec) in enumerate(records):
+def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+    """(where, position, record) with `title`, `text` and optional `id` -> passages.
+
+    A record without an id is named by its 0-based position in the file, so skipping a bad
+    record never renames the records after it.
+    """
+    for where, n, rec in records:
         if not isinstance(rec, dict):
             _bad(report, on_error, where, f"expected an object with 'title' and 'text', found {type(rec).__name__}")
             continue
@@ -271,7 +275,7 @@ def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadRepor
                 if not line.strip():
                     continue
                 try:
-                    yield f"{path}:{i}", json.loads(line)
+                    yield f"{path}:{i}", i - 1, json.loads(line)
                 except json.JSONDecodeError as e:
                     _bad(report, on_error, f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
 
@@ -287,11 +291,11 @@ def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport)
             reader = csv.DictReader(f)
             if reader.fieldnames is None or "text" not in reader.fieldnames:
                 raise RagError(f"{path}:1: CSV header must name a 'text' column (and 'title', optional 'id'); found {reader.fieldnames}")
-            for rec in reader:
+            for n, rec in enumerate(reader):
                 if None in rec or None in rec.values():  # more or fewer cells than header columns
                     _bad(report, on_error, f"{path}:{reader.line_num}", f"expected {len(reader.fieldnames)} columns")
                     continue
-                yield f"{path}:{reader.line_num}", rec
+                yield f"{path}:{reader.line_num}", n, rec
 
     with _decode_errors(path):
         yield from _records_to_passages(records(), split, on_error, report)
@@ -345,7 +349,7 @@ def passages_from_dataset(ds, name: str, split: SplitConfig = SplitConfig(), on_
     report = report if report is not None else ReadReport(source=name)
     if "text" not in ds.column_names:
         raise RagError(f"{name}: dataset has columns {ds.column_names}; it needs 'text' (and 'title', optional 'id')")
-    rows = ((f"{name} row {i}", rec) for i, rec in enumerate(ds))
+    rows = ((f"{name} row {i}", i, rec) for i, rec in enumerate(ds))
     yield from _records_to_passages(rows, split, on_error, report)
 
 
@@ -370,5 +374,5 @@ def _read_default(_: Path, split: SplitConfig, on_error: str, report: ReadReport
     path = default_corpus_path()
     with open(path, encoding="utf-8") as f:
         articles = json.load(f)  # 6 MB: small enough to read whole
-    records = ((f"{path} [{title!r}]", {"id": title, "title": a.get("title", title), "text": a.get("extract", "")}) for title, a in articles.items())
+    records = ((f"{path} [{title!r}]", i, {"id": title, "title": a.get("title", title), "text": a.get("extract", "")}) for i, (title, a) in enumerate(articles.items()))
     yield from _records_to_passages(records, split, on_error, report)

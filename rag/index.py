@@ -24,9 +24,10 @@ class IndexConfig:
     hnsw_ef_search: int = 256
     ivf_nlist: int = 0  # IVF cells; 0 = chosen from corpus size (~4 sqrt(n))
     ivf_nprobe: int = 0  # cells visited per query; 0 = nlist / 8, at least 16
-    pq_m: int = 0  # PQ sub-quantizers (bytes per vector at 8 bits); 0 = dim / 4
+    pq_m: int = 0  # PQ sub-quantizers (bytes per vector at 8 bits); 0 = dim / 4, at most 96
     pq_nbits: int = 8
-    train_sample: int = 100_000  # vectors used to train IVF-PQ
+    opq: bool = False  # rotate vectors (OPQ) before IVF-PQ: better recall at the same bytes per vector
+    train_sample: int = 0  # vectors used to train IVF-PQ; 0 = 64 per IVF cell, at least 65,536
     use_gpu: bool = True  # when faiss-gpu and a GPU are present
 
     def __post_init__(self):
@@ -40,16 +41,33 @@ class SearchResult:
     rows: np.ndarray  # [n_queries, k] int64 store rows; -1 where fewer than k passages exist
 
 
+# Code sizes (bytes per vector) faiss-gpu's IVF-PQ can search; the automatic choice stays within them.
+GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+
+
 def resolve_ivfpq(config: IndexConfig, n: int, dim: int) -> IndexConfig:
-    """Concrete IVF-PQ parameters for n vectors of dimension dim (the zeros in `config` filled in)."""
+    """Concrete IVF-PQ parameters for n vectors of dimension dim (the zeros in `config` filled in).
+
+    nlist ~ 4 sqrt(n) cells (faiss' guideline; 18k for 21M passages), nprobe = nlist / 8;
+    m = dim / 4 sub-quantizers of 8 bits, capped at 96 bytes (768-d DPR: 96 B vs 3,072 B flat);
+    the training sample holds 64 vectors per cell (k-means needs >= 39), at least 65,536 for PQ.
+    """
     nlist = config.ivf_nlist or max(1, min(65536, int(4 * math.sqrt(n)), n // 39))
     nprobe = config.ivf_nprobe or min(nlist, max(16, nlist // 8))
-    m = config.pq_m or dim // 4
+    m = config.pq_m or max([g for g in GPU_PQ_M if g <= max(1, dim // 4) and dim % g == 0])
     while dim % m:  # PQ needs m to divide the dimension
         m -= 1
     # k-means for a PQ codebook of 2^nbits centroids needs ~39 points per centroid.
     nbits = min(config.pq_nbits, max(1, int(math.log2(max(2, n // 39)))))
-    return IndexConfig(**{**asdict(config), "ivf_nlist": nlist, "ivf_nprobe": nprobe, "pq_m": m, "pq_nbits": nbits})
+    train = min(n, config.train_sample or max(65_536, 64 * nlist))
+    return IndexConfig(**{**asdict(config), "ivf_nlist": nlist, "ivf_nprobe": nprobe, "pq_m": m, "pq_nbits": nbits, "train_sample": train})
+
+
+def training_rows(n: int, config: IndexConfig) -> np.ndarray:
+    """The rows an IVF-PQ index over n vectors trains on: a fixed sample, so the same corpus builds the same index."""
+    if n <= config.train_sample:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, config.train_sample, replace=False))
 
 
 class DenseIndex:
@@ -57,6 +75,7 @@ class DenseIndex:
         self._index = faiss_index
         self.config = config
         self._search_index = _to_gpu(faiss_index, config)
+        self._apply_search_params()
 
     @property
     def dim(self) -> int:
@@ -67,26 +86,50 @@ class DenseIndex:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, config: IndexConfig = IndexConfig()) -> "DenseIndex":
-        import faiss
-
         x = _as_f32(embeddings)
         n, d = x.shape
+        if config.kind == "ivfpq":
+            config = resolve_ivfpq(config, n, d)
+        dense = cls.trained(x[training_rows(n, config)] if config.kind == "ivfpq" else x[:0], config)
+        dense.add(x)
+        return dense
+
+    @classmethod
+    def trained(cls, sample: np.ndarray, config: IndexConfig) -> "DenseIndex":
+        """An empty index, ready for `add`; IVF-PQ is trained on all of `sample` (resolve its parameters first).
+
+        Building shard by shard: train once, then `add` each shard's vectors to its own `empty_copy()`.
+        """
+        import faiss
+
+        x = _as_f32(sample)
+        d = x.shape[1]
         if config.kind == "flat":
             index = faiss.IndexFlatIP(d)
         elif config.kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = config.hnsw_ef_construction
         else:
-            config = resolve_ivfpq(config, n, d)
-            quantizer = faiss.IndexFlatIP(d)
-            index = faiss.IndexIVFPQ(quantizer, d, config.ivf_nlist, config.pq_m, config.pq_nbits, faiss.METRIC_INNER_PRODUCT)
-            rng = np.random.default_rng(0)  # a fixed sample: the same corpus builds the same index
-            sample = x if n <= config.train_sample else x[np.sort(rng.choice(n, config.train_sample, replace=False))]
-            index.train(sample)
-        index.add(x)
-        dense = cls(index, config)
-        dense._apply_search_params()
-        return dense
+            if not config.ivf_nlist or not config.pq_m:
+                config = resolve_ivfpq(config, len(x), d)
+            opq = f"OPQ{config.pq_m}," if config.opq else ""
+            index = faiss.index_factory(d, f"{opq}IVF{config.ivf_nlist},PQ{config.pq_m}x{config.pq_nbits}", faiss.METRIC_INNER_PRODUCT)
+            if config.opq:  # OPQ learns its rotation with a PQ of its own: give it the index's code size
+                rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+                rotation_pq = faiss.ProductQuantizer(d, config.pq_m, config.pq_nbits)
+                rotation.pq = rotation_pq
+            index.train(x)
+            if config.opq:
+                rotation.pq = None  # rotation_pq is freed with this frame
+        return cls(index, config)
+
+    def empty_copy(self) -> "DenseIndex":
+        """A copy with the same (trained) parameters and no vectors."""
+        import faiss
+
+        index = faiss.clone_index(self._index)
+        index.reset()
+        return DenseIndex(index, self.config)
 
     def add(self, embeddings: np.ndarray) -> None:
         """Append vectors at rows len(self).. (IVF-PQ reuses its trained quantizers)."""
@@ -113,15 +156,19 @@ class DenseIndex:
 
     @classmethod
     def load(cls, path: str | Path, config: IndexConfig, mmap: bool = False) -> "DenseIndex":
-        """mmap=True maps the file instead of reading it: an index larger than RAM stays searchable."""
+        """mmap=True maps the file instead of reading it: an index larger than RAM stays searchable.
+
+        faiss maps IVF inverted lists with IO_FLAG_MMAP but reads flat/HNSW vectors into memory
+        under that flag; those need IO_FLAG_MMAP_IFC. A mapped index is read-only (`add` fails).
+        """
         import faiss
 
         if not Path(path).exists():
             raise RagError(f"no FAISS index at {path}")
-        flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
-        dense = cls(faiss.read_index(str(path), flags), config)
-        dense._apply_search_params()
-        return dense
+        flags = 0
+        if mmap:
+            flags = (faiss.IO_FLAG_MMAP if config.kind == "ivfpq" else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
+        return cls(faiss.read_index(str(path), flags), config)
 
     def _apply_search_params(self) -> None:
         import faiss
@@ -145,4 +192,10 @@ def _to_gpu(index, config: IndexConfig):
 
     if not config.use_gpu or config.kind == "hnsw" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return index
-    return faiss.index_cpu_to_all_gpus(index)
+    try:
+        return faiss.index_cpu_to_all_gpus(index)
+    except RuntimeError as e:  # e.g. a PQ code size faiss-gpu lacks: search on CPU instead
+        import sys
+
+        print(f"rag: searching on CPU, faiss-gpu cannot take this index: {str(e).splitlines()[-1]}", file=sys.stderr)
+        return index

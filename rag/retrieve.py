@@ -1,11 +1,24 @@
-"""Retrievers: `retrieve(questions, k) -> list[list[Hit]]`, one list of ranked hits per question."""
+"""Retrievers: `retrieve(questions, k) -> list[list[Hit]]`, one list of ranked hits per question.
+
+dense   question vectors -> FAISS inner-product search (DenseRetriever)
+bm25    question words -> BM25 over the same passage store (BM25Retriever)
+hybrid  both, fused per question (HybridRetriever): reciprocal-rank fusion or a linear mix of
+        min-max normalized scores, `HybridConfig.dense_weight` on the dense side.
+`load_retriever(index, kind)` is the one place a retriever is chosen.
+"""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from rag.build import IndexFolder
 from rag.encoders import Encoder
-from rag.types import Hit
+from rag.index import SearchResult
+from rag.store import PassageStore
+from rag.types import Hit, RagError
+
+RETRIEVERS = ("dense", "bm25", "hybrid")
+FUSIONS = ("rrf", "linear")
 
 
 class Retriever(Protocol):
@@ -21,3 +34,96 @@ class DenseRetriever:
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
         return self.index.search(self.encoder.encode_queries(list(questions)), k)
+
+
+class BM25Retriever:
+    """Question words -> BM25 over the index's passage store (NAME/bm25/, built on first use if missing)."""
+
+    def __init__(self, index: IndexFolder, bm25=None):
+        from rag.bm25 import bm25_for_index
+
+        self.index = index
+        self.bm25 = bm25 if bm25 is not None else bm25_for_index(index)
+
+    def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
+        return hits_from_rows(self.index.store, self.bm25.search(list(questions), k))
+
+
+def hits_from_rows(store: PassageStore, result: SearchResult) -> list[list[Hit]]:
+    """Store rows and scores (rows -1 = no passage) -> ranked Hits, fetching each passage once."""
+    valid = sorted({int(r) for r in result.rows.ravel() if r >= 0})
+    passages = dict(zip(valid, store.get_rows(valid)))
+    return [
+        [Hit(passages[int(r)], float(s), rank) for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores) if r >= 0), 1)]
+        for rows, scores in zip(result.rows, result.scores)
+    ]
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    fusion: str = "rrf"  # "rrf": sum of w / (rrf_k + rank); "linear": sum of w * min-max normalized score
+    dense_weight: float = 0.5  # w for dense, 1 - w for BM25
+    rrf_k: int = 60  # Cormack et al.'s constant
+    depth: int = 100  # candidates taken from each retriever per question (at least k)
+
+    def __post_init__(self):
+        if self.fusion not in FUSIONS:
+            raise RagError(f"unknown fusion {self.fusion!r}; valid: {', '.join(FUSIONS)}")
+        if not 0.0 <= self.dense_weight <= 1.0:
+            raise RagError(f"dense_weight must be within [0, 1], not {self.dense_weight}")
+
+
+class HybridRetriever:
+    """Dense and BM25 candidates for each question, fused into one ranking by `fuse`."""
+
+    def __init__(self, dense: Retriever, bm25: Retriever, config: HybridConfig = HybridConfig()):
+        self.dense, self.bm25, self.config = dense, bm25, config
+
+    def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
+        depth = max(k, self.config.depth)
+        dense_hits = self.dense.retrieve(list(questions), depth)
+        bm25_hits = self.bm25.retrieve(list(questions), depth)
+        return [fuse(d, b, k, self.config) for d, b in zip(dense_hits, bm25_hits)]
+
+
+def fuse(dense: list[Hit], bm25: list[Hit], k: int, config: HybridConfig = HybridConfig()) -> list[Hit]:
+    """One question's two ranked lists -> the top k by fused score (ties: better best rank, then id).
+
+    A passage missing from one list gets nothing from that side: 0 for RRF, the normalized
+    minimum (0) for linear fusion.
+    """
+    weights = (config.dense_weight, 1.0 - config.dense_weight)
+    fused: dict[str, float] = {}
+    best_rank: dict[str, int] = {}
+    passages = {}
+    for weight, hits in zip(weights, (dense, bm25)):
+        contributions = _rrf(hits, config.rrf_k) if config.fusion == "rrf" else _min_max(hits)
+        for hit, value in zip(hits, contributions):
+            pid = hit.passage.id
+            passages[pid] = hit.passage
+            fused[pid] = fused.get(pid, 0.0) + weight * value
+            best_rank[pid] = min(best_rank.get(pid, hit.rank), hit.rank)
+    order = sorted(fused, key=lambda pid: (-fused[pid], best_rank[pid], pid))[:k]
+    return [Hit(passages[pid], fused[pid], rank) for rank, pid in enumerate(order, 1)]
+
+
+def _rrf(hits: list[Hit], rrf_k: int) -> list[float]:
+    return [1.0 / (rrf_k + h.rank) for h in hits]
+
+
+def _min_max(hits: list[Hit]) -> list[float]:
+    if not hits:
+        return []
+    lo, hi = min(h.score for h in hits), max(h.score for h in hits)
+    return [(h.score - lo) / (hi - lo) if hi > lo else 1.0 for h in hits]
+
+
+def load_retriever(index: IndexFolder, kind: str = "dense", encoder: Encoder | None = None, config: HybridConfig | None = None) -> Retriever:
+    """The retriever of `kind` over an opened index; `config` tunes the hybrid's fusion."""
+    if kind == "dense":
+        return DenseRetriever(index, encoder)
+    if kind == "bm25":
+        return BM25Retriever(index)
+    if kind == "hybrid":
+        return HybridRetriever(DenseRetriever(index, encoder), BM25Retriever(index), config or HybridConfig())
+    raise RagError(f"unknown retriever {kind!r}; valid: {', '.join(RETRIEVERS)}")

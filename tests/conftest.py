@@ -55,3 +55,15 @@ def small_index(tmp_path_factory, small_corpus_jsonl, encoder):
     """A real flat index over 300 real passages, encoded by the real MiniLM (read-only: do not add to it)."""
     out = tmp_path_factory.mktemp("indexes") / "small"
     return build_index(BuildConfig(corpus=str(small_corpus_jsonl), shard_size=128), out, encoder=encoder, progress=False)
+
+
+@pytest.fixture
+def small_index_copy(tmp_path, small_index):
+    """A private copy of `small_index` (manifest, store, FAISS; no bm25/): free to add to or write into."""
+    import shutil
+
+    from rag.build import open_index
+
+    out = tmp_path / "small-copy"
+    shutil.copytree(small_index.path, out, ignore=shutil.ignore_patterns("bm25*"))
+    return open_index(out)

@@ -1,0 +1,104 @@
+"""Joint training of the MiniLM span reader and the query encoder (REALM/RAG), before vs after.
+
+    nice -n 10 .venv/bin/python eval/bench_joint.py [--index indexes/default] [--train 240] [--eval 200] [--k 6]
+
+Train: NQ-open dev questions (those also in the evaluation set removed) whose answer occurs in
+their top-K passages under the starting encoder (the rest give no training signal; REALM skips
+them too), 1 epoch, from (question, answers) pairs only. Evaluate: a fixed random subset of the
+EfficientQA dev questions over the built-in corpus, with the same K passages read.
+Before = the index's own query encoder + the untrained MiniLM span head; after = the checkpoint.
+Prints EM/F1 and top-1/5/20 accuracy side by side, the training cost, and the ceiling (share of
+evaluation questions whose answer occurs anywhere in the corpus). Numbers go to
+eval/out/bench_joint.json; the checkpoint to --out (default eval/out/joint-reader).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from rag.build import open_index  # noqa: E402
+from rag.evaluate import answer_ceiling, evaluate_qa  # noqa: E402
+from rag.metrics import first_hit_rank, normalize_answer  # noqa: E402
+from rag.pipeline import Pipeline, load_pipeline  # noqa: E402
+from rag.qa_data import load_qa  # noqa: E402
+from rag.read import ReaderConfig, SpanReader  # noqa: E402
+from rag.report import format_table, percent, write_json  # noqa: E402
+from rag.retrieve import load_retriever  # noqa: E402
+from rag.train import TrainConfig, train  # noqa: E402
+
+# Defaults sized for ~45 min on 2 shared CPU cores; the reader reads K passages of --max-length tokens.
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+KS = (1, 5, 20)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--index", default="indexes/default")
+    ap.add_argument("--train", type=int, default=240, help="training questions (answer in their top-K)")
+    ap.add_argument("--eval", type=int, default=200, help="EfficientQA dev questions evaluated (0: all 1,800)")
+    ap.add_argument("--k", type=int, default=6, help="passages retrieved and read per question")
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=2)
+    ap.add_argument("--reader-lr", type=float, default=1e-4)
+    ap.add_argument("--query-lr", type=float, default=2e-5)
+    ap.add_argument("--out", default="eval/out/joint-reader")
+    args = ap.parse_args()
+
+    import torch
+
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    folder = open_index(args.index)
+    evaluation = load_qa(SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl")
+    if args.eval:
+        evaluation = random.Random(0).sample(evaluation, min(args.eval, len(evaluation)))
+    held_out = {normalize_answer(ex.question) for ex in evaluation}
+    candidates = [ex for ex in load_qa(SHARED / "nq-open" / "NQ-open.dev.jsonl") if normalize_answer(ex.question) not in held_out]
+
+    retriever = load_retriever(folder, "dense")
+    t0 = time.perf_counter()
+    hits = retriever.retrieve([ex.question for ex in candidates], args.k)
+    training = [ex for ex, h in zip(candidates, hits) if first_hit_rank(h, ex.answers) is not None]
+    print(f"training questions: {len(training)} of {len(candidates)} NQ-open dev questions have an answer in their top-{args.k} "
+          f"({time.perf_counter() - t0:.0f} s to find); using {min(args.train, len(training))}", file=sys.stderr)
+    training = random.Random(1).sample(training, min(args.train, len(training)))
+
+    before = evaluate_qa(Pipeline(retriever, SpanReader(ReaderConfig(max_length=args.max_length)), args.k), evaluation, KS, name="before: base encoder + untrained reader")
+
+    config = TrainConfig(
+        questions=str(SHARED / "nq-open" / "NQ-open.dev.jsonl"), index=args.index, out=args.out, k=args.k, batch_size=args.batch_size,
+        max_length=args.max_length, reader_lr=args.reader_lr, query_lr=args.query_lr, save_every=10**9,
+    )
+    t0 = time.perf_counter()
+    report = train(config, training)
+    train_seconds = time.perf_counter() - t0
+
+    tuned = load_pipeline(args.index, reader=args.out, k=args.k)
+    after = evaluate_qa(tuned, evaluation, KS, name="after: joint training")
+    ceiling = answer_ceiling(folder.store, evaluation)
+
+    rows = [[r.retrieval.name, percent(r.exact_match), percent(r.mean_f1)] + [percent(a) for a in r.retrieval.accuracy(KS).values()] + [f"{r.reader_seconds:.0f}"] for r in (before, after)]
+    print(f"\nEfficientQA dev, {len(evaluation)} questions, built-in corpus ({folder.manifest.passages} passages), top-{args.k} read; "
+          f"answer anywhere in the corpus: {percent(ceiling)}")
+    print(format_table(["pipeline", "EM", "F1"] + [f"top-{k}" for k in KS] + ["reader s"], rows))
+    print(f"\njoint training: {report.questions_used} questions used of {report.questions_seen}, {report.steps} steps of {args.batch_size}, "
+          f"mean loss {report.mean_loss:.3f}, {train_seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads "
+          f"({train_seconds / max(report.questions_seen, 1):.2f} s/question)")
+    write_json("eval/out/bench_joint.json", {
+        "settings": vars(args),
+        "evaluation_questions": len(evaluation),
+        "ceiling": ceiling,
+        "training": {"questions": report.questions_seen, "used": report.questions_used, "steps": report.steps, "mean_loss": report.mean_loss, "seconds": train_seconds},
+        "before": before.to_json(),
+        "after": after.to_json(),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,282 @@
+"""The Gradio demo: type a question, see the answer and the passages it was read from.
+
+Everything it shows comes from the library: the index, the reader and its query encoder from
+`rag.pipeline.load_pipeline`, the BM25 and hybrid retrievers from `rag.retrieve.load_retriever`, and
+each question goes retrieve -> read through a `Pipeline` (its two stages called in turn, so the page
+can show the passages the reader read). The app itself only checks the question box, renders
+results as HTML, and queues requests so that one question runs at a time (the models share the CPU).
+
+`rag demo --index indexes/NAME` and `python demo.py` both call `launch_demo`.
+"""
+from __future__ import annotations
+
+import html
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from rag.pipeline import Pipeline
+from rag.retrieve import RETRIEVERS
+from rag.types import Answer, Hit, RagError, Span
+
+MAX_QUESTION_CHARS = 500  # questions are cut here: the reader reads question + passage in 256 tokens; keeps a 100 KB paste fast
+EXAMPLES = (
+    "Who wrote Don Quixote?",
+    "Where is the Eiffel Tower?",
+    "Who painted the Arnolfini Portrait?",
+    "What language is Beowulf written in?",
+    "Who composed the Brandenburg Concertos?",
+)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    index: str = "indexes/default"
+    reader: str = "default"  # anything rag.pipeline.load_reader takes: "default", a checkpoint path, a hub id
+    retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
+    k: int = 5  # passages per question, the slider's start value
+    max_k: int = 20
+    device: str | None = None  # None: cuda when available, else cpu
+    host: str = "127.0.0.1"  # localhost only unless asked; "0.0.0.0" listens on every interface
+    port: int = 7860
+
+    def __post_init__(self):
+        if not 1 <= self.k <= self.max_k:
+            raise RagError(f"k must be between 1 and {self.max_k}, not {self.k}")
+
+
+@dataclass(frozen=True)
+class DemoModels:
+    """What the demo loaded at start: one Pipeline per retriever kind, or why nothing could be loaded."""
+
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    about: str = ""  # which index and reader, shown under the title
+    problem: str | None = None  # e.g. no index yet: shown on the page instead of a crash
+    fix: str | None = None  # the command that fixes the problem
+
+
+@dataclass(frozen=True)
+class CheckedQuestion:
+    text: str  # what the pipeline is asked
+    notes: tuple[str, ...] = ()  # what was changed, said on the page
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    question: str
+    answer: Answer | None = None
+    hits: tuple[Hit, ...] = ()  # the top-k passages the reader read, in retrieval order
+    notes: tuple[str, ...] = ()
+    error: str | None = None  # a message for the user; never a traceback
+    seconds: float = 0.0  # retrieve + read
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def build_command(index: str) -> str:
+    """What builds the index the demo was pointed at (over the built-in Wikipedia corpus)."""
+    return f"rag index build --corpus default --out {index}"
+
+
+def load_models(config: DemoConfig) -> DemoModels:
+    """Open the index and load the query encoder, the retrievers and the reader, once.
+
+    A missing index is not an error here: the page says so and names the command that builds it.
+    A bad reader or retriever choice is an error (the command line is wrong).
+    """
+    from pathlib import Path
+
+    from rag.build import Manifest
+    from rag.pipeline import load_pipeline
+    from rag.retrieve import load_retriever
+
+    try:
+        Manifest.read(Path(config.index))
+    except RagError as e:
+        if not Path(config.index).exists():
+            return DemoModels(problem=f"There is no index at {config.index} yet.", fix=build_command(config.index))
+        return DemoModels(problem=f"The index at {config.index} cannot be read: {e}", fix=build_command(config.index) + " --overwrite")
+    unknown = [kind for kind in config.retrievers if kind not in RETRIEVERS]
+    if unknown or not config.retrievers:
+        raise RagError(f"unknown retriever {', '.join(unknown) or '(none)'}; valid: {', '.join(RETRIEVERS)}")
+    # load_pipeline picks the reader and the query encoder that goes with it (a `rag train`
+    # checkpoint brings a fine-tuned one); the other retrievers share that encoder and reader.
+    dense = load_pipeline(config.index, config.reader, config.k, "dense", config.device)
+    index, encoder = dense.retriever.index, dense.retriever.encoder
+    pipelines = {kind: dense if kind == "dense" else Pipeline(load_retriever(index, kind, encoder=encoder), dense.reader, config.k) for kind in config.retrievers}
+    about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Reader `{config.reader}`."
+    if getattr(dense.reader, "trained", True) is False:
+        about += " The reader is **untrained**: its answers are random spans until `rag train` has run."
+    return DemoModels(pipelines, about)
+
+
+# --- answering -------------------------------------------------------------------------------
+
+
+def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> CheckedQuestion:
+    """Empty or whitespace-only questions are refused; very long ones are cut (and the page says so)."""
+    text = " ".join((question or "").split())
+    if not text:
+        raise RagError("Type a question first.")
+    if len(text) > max_chars:
+        cut = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+        return CheckedQuestion(cut, (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",))
+    return CheckedQuestion(text)
+
+
+def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResult:
+    """One question through the chosen pipeline: retrieve the top k passages, read them, answer."""
+    if models.problem:
+        return DemoResult(question or "", error=f"{models.problem}\nBuild one with: {models.fix}" if models.fix else models.problem)
+    try:
+        checked = check_question(question)
+        if kind not in models.pipelines:
+            raise RagError(f"Retriever {kind!r} is not loaded; choose from {', '.join(models.pipelines)}.")
+        pipeline = models.pipelines[kind]
+        start = time.perf_counter()
+        hits = pipeline.retriever.retrieve([checked.text], int(k))[0]
+        answer = pipeline.reader.read([checked.text], [hits])[0] if hits else None
+        seconds = time.perf_counter() - start
+    except RagError as e:
+        return DemoResult(question or "", error=str(e))
+    except Exception as e:  # noqa: BLE001 - the page shows a message; the server log keeps the traceback
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
+    notes = checked.notes + (() if hits else ("The index returned no passages.",))
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds)
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+
+def highlight(text: str, spans: list[Span]) -> str:
+    """HTML of `text` with each span (character offsets) wrapped in <mark>; overlapping or invalid spans are skipped."""
+    parts, at = [], 0
+    for span in sorted(spans, key=lambda s: (s.start, s.end)):
+        if span.start < at or not (0 <= span.start < span.end <= len(text)):
+            continue
+        parts += [html.escape(text[at : span.start]), f'<mark class="answer-span">{html.escape(text[span.start : span.end])}</mark>']
+        at = span.end
+    parts.append(html.escape(text[at:]))
+    return "".join(parts)
+
+
+def render_answer(result: DemoResult) -> str:
+    notes = "".join(f'<p class="rag-note">{html.escape(n)}</p>' for n in result.notes)
+    if result.error:
+        return f'<div class="rag-message">{html.escape(result.error)}</div>'
+    if result.answer is None or not result.answer.text.strip():
+        return f'<div class="rag-answer rag-no-answer" data-seconds="{result.seconds:.4f}"><p>No answer found in the retrieved passages.</p>{notes}</div>'
+    a = result.answer
+    where = len({s.passage_id for s in a.spans})
+    found = f" · in {where} of {len(result.hits)} passages" if where else ""
+    return (
+        f'<div class="rag-answer" data-score="{a.score:.6g}" data-seconds="{result.seconds:.4f}">'
+        f'<div class="rag-answer-label">Answer</div>'
+        f'<div class="rag-answer-text">{html.escape(a.text)}</div>'
+        f'<div class="rag-answer-score">score {a.score:.3f}{found} · {result.seconds:.2f} s</div>{notes}</div>'
+    )
+
+
+def render_passages(result: DemoResult) -> str:
+    if not result.hits:
+        return ""
+    spans = list(result.answer.spans) if result.answer else []
+    cards = []
+    for hit in result.hits:
+        mine = [s for s in spans if s.passage_id == hit.passage.id]
+        cls = "rag-card has-answer" if mine else "rag-card"
+        cards.append(
+            f'<div class="{cls}"><div class="rag-card-head"><span class="rag-rank">#{hit.rank}</span> '
+            f'<span class="rag-title">{html.escape(hit.passage.title)}</span>'
+            f'<span class="rag-score">retrieval score {hit.score:.3f}</span></div>'
+            f'<div class="rag-text">{highlight(hit.passage.text, mine)}</div></div>'
+        )
+    return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages</div>{"".join(cards)}</div>'
+
+
+CSS = """
+.rag-message { padding: 12px 16px; border-radius: 8px; background: #fff4e5; color: #663c00; white-space: pre-wrap; }
+.rag-answer { padding: 12px 16px; border-radius: 8px; background: #eef6ff; }
+.rag-answer-label, .rag-cards-label { font-size: 0.8em; text-transform: uppercase; letter-spacing: 0.05em; opacity: 0.7; }
+.rag-answer-text { font-size: 1.5em; font-weight: 600; }
+.rag-answer-score { opacity: 0.8; }
+.rag-note { font-size: 0.9em; opacity: 0.8; margin: 4px 0 0; }
+.rag-cards { display: flex; flex-direction: column; gap: 8px; }
+.rag-card { border: 1px solid #d0d7de; border-radius: 8px; padding: 10px 14px; }
+.rag-card.has-answer { border-color: #bf8700; }
+.rag-card-head { display: flex; gap: 8px; align-items: baseline; margin-bottom: 4px; }
+.rag-title { font-weight: 600; flex: 1; }
+.rag-rank, .rag-score { font-size: 0.85em; opacity: 0.7; }
+mark.answer-span { background: #ffe58f; color: inherit; padding: 0 2px; border-radius: 3px; }
+"""
+
+
+# --- the app ---------------------------------------------------------------------------------
+
+
+def build_app(models: DemoModels, config: DemoConfig):
+    """The page: question box, retriever choice and k, answer, passage cards, examples; one queue."""
+    import gradio as gr
+
+    kinds = list(models.pipelines) or list(config.retrievers)
+    ready = models.problem is None
+
+    def on_ask(question: str, kind: str, k: float) -> tuple[str, str]:
+        result = ask(models, question, kind, int(k))  # Gradio refuses a k outside the slider's range
+        return render_answer(result), render_passages(result)
+
+    with gr.Blocks(title="rag: ask Wikipedia", analytics_enabled=False) as app:
+        gr.Markdown("## Ask Wikipedia\nThe answer comes from passages retrieved from the index, read by the reader; the passages are shown below with the answer highlighted.")
+        if models.about:
+            gr.Markdown(models.about, elem_id="about")
+        if not ready:
+            fix = f"<p>Build one with:</p><pre><code>{html.escape(models.fix)}</code></pre>" if models.fix else ""
+            gr.HTML(f'<div class="rag-message" id="rag-problem"><p>{html.escape(models.problem or "")}</p>{fix}</div>')
+        with gr.Row():
+            question = gr.Textbox(label="Question", placeholder="Who wrote Don Quixote?", max_lines=4, scale=5, elem_id="question", interactive=ready)
+            button = gr.Button("Ask", variant="primary", scale=1, elem_id="ask", interactive=ready)
+        with gr.Row():
+            kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
+            k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
+        gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions")
+        answer = gr.HTML(elem_id="answer")
+        passages = gr.HTML(elem_id="passages")
+        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
+    # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).
+    app.queue(default_concurrency_limit=1)
+    return app
+
+
+def launch_demo(config: DemoConfig, models: DemoModels | None = None, block: bool = True):
+    """Load once, then serve on config.host:config.port until Ctrl-C (or, with block=False, until app.close()).
+
+    Nothing leaves the machine: no analytics or version check, no share link, no run-history uploads.
+    """
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    if models is None:
+        models = load_models(config)
+        if models.problem:
+            print(f"rag demo: {models.problem}\nrag demo: build one with: {models.fix}", file=sys.stderr)
+    app = build_app(models, config)
+    app.launch(
+        server_name=config.host,
+        server_port=config.port,
+        share=False,
+        run_history=False,  # its page offers uploading runs to a Hugging Face bucket; keep everything local
+        footer_links=["api", "settings"],
+        prevent_thread_lock=True,
+        css=CSS,
+        ssr_mode=False,
+        mcp_server=False,
+        quiet=True,
+    )
+    print(f"rag demo: serving {app.local_url} (Ctrl-C stops it)", file=sys.stderr)
+    if block:
+        app.block_thread()
+    return app

@@ -1,0 +1,222 @@
+"""BM25Index: the sparse baseline, built from an index folder's PassageStore and saved beside it.
+
+indexes/NAME/bm25/
+    bm25.json                 format, passages covered, the sources they came from, BM25Config
+    params.index.json ...     bm25s' own files: vocabulary and the CSC score matrix (no pickles)
+
+Row i of the BM25 matrix is row i of the passage store, as for the FAISS index. Scoring is
+bm25s (sparse matrices, one query at a time in numpy); `reference_scorer` gives the same
+scores from rank-bm25, the slow pure-Python baseline that tests and eval/ compare against.
+
+Parameterization: BM25Config's defaults are DPR's BM25 baseline (Lucene BM25, k1=0.9, b=0.4,
+Lucene's English stopwords, Porter/Snowball stemming). bm25s' "lucene" method scores
+idf = log(1 + (N - df + 0.5) / (df + 0.5)) and tf / (tf + k1 (1 - b + b |d| / avgdl)); rank-bm25's
+BM25Okapi has the same tf part times (k1 + 1) and idf = log((N - df + 0.5) / (df + 0.5)), floored
+at epsilon * mean idf. `reference_scorer` swaps in the matching idf and divides by (k1 + 1), so
+both give the same scores and rankings (bm25s "robertson" is BM25Okapi with epsilon=0).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import unicodedata
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from rag.index import SearchResult
+from rag.store import PassageStore
+from rag.types import Passage, RagError
+
+FORMAT = "rag-bm25 v1"
+META = "bm25.json"
+FOLDER = "bm25"  # inside an index folder
+METHODS = ("lucene", "robertson", "atire")  # bm25s methods with a rank-bm25 equivalent
+
+_WORD = re.compile(r"[^\W_]+")  # letters and digits: punctuation and underscores split words
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    k1: float = 0.9  # DPR's BM25 baseline (Lucene via Anserini)
+    b: float = 0.4
+    method: str = "lucene"
+    stopwords: str | None = "en"  # Lucene's 33 English stopwords (bm25s.stopwords.STOPWORDS_EN), or None
+    stemmer: str | None = "english"  # a PyStemmer (Snowball) language, or None
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise RagError(f"unknown BM25 method {self.method!r}; valid: {', '.join(METHODS)}")
+
+
+class Tokenizer:
+    """Lowercase, split on anything that is not a letter or digit, drop stopwords, stem."""
+
+    def __init__(self, config: BM25Config = BM25Config()):
+        self.stopwords: frozenset[str] = frozenset()
+        if config.stopwords == "en":
+            from bm25s.stopwords import STOPWORDS_EN
+
+            self.stopwords = frozenset(STOPWORDS_EN)
+        elif config.stopwords is not None:
+            raise RagError(f"unknown stopword list {config.stopwords!r}; valid: en, or none")
+        self._stem = None
+        if config.stemmer:
+            import Stemmer
+
+            try:
+                self._stem = Stemmer.Stemmer(config.stemmer).stemWords
+            except KeyError as e:
+                raise RagError(f"unknown stemmer language {config.stemmer!r}; valid: {', '.join(Stemmer.algorithms())}") from e
+
+    def __call__(self, text: str) -> list[str]:
+        words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text).lower()) if w not in self.stopwords]
+        return self._stem(words) if self._stem else words
+
+
+def passage_tokens_text(p: Passage) -> str:
+    """What BM25 indexes for a passage: title and text (as Pyserini's DPR Wikipedia index does)."""
+    return f"{p.title} {p.text}" if p.title else p.text
+
+
+class BM25Index:
+    def __init__(self, model, config: BM25Config, passages: int, sources: list[str]):
+        self._model = model  # a bm25s.BM25
+        self.config = config
+        self.passages = passages  # store rows [0, passages) are indexed
+        self.sources = sources  # sha256 of each corpus the store was filled from, in order
+        self.tokenize = Tokenizer(config)
+
+    def __len__(self) -> int:
+        return self.passages
+
+    @classmethod
+    def build(cls, texts: Iterable[str], config: BM25Config = BM25Config(), sources: list[str] | None = None, progress: bool = False) -> "BM25Index":
+        """Index texts in order: text i is row i."""
+        import bm25s
+        from tqdm import tqdm
+
+        tokenize = Tokenizer(config)
+        tokens = [tokenize(t) for t in tqdm(texts, desc="BM25: tokenizing passages", unit=" passages", disable=not progress, file=sys.stderr)]
+        if not tokens:
+            raise RagError("cannot build a BM25 index over no passages")
+        model = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
+        model.index(tokens, show_progress=progress)
+        return cls(model, config, len(tokens), list(sources or []))
+
+    @classmethod
+    def build_from_store(cls, store: PassageStore, config: BM25Config = BM25Config(), sources: list[str] | None = None, progress: bool = False) -> "BM25Index":
+        texts = (passage_tokens_text(p) for batch in store.iter_batches(4096) for p in batch)
+        return cls.build(texts, config, sources, progress)
+
+    def search(self, questions: list[str], k: int) -> SearchResult:
+        """Top-k store rows per question, best first; rows -1 (score 0) where fewer passages share a word with it."""
+        k_eff = min(k, self.passages)
+        scores = np.zeros((len(questions), max(k, 0)), np.float32)
+        rows = np.full((len(questions), max(k, 0)), -1, np.int64)
+        if k_eff <= 0 or not questions:
+            return SearchResult(scores, rows)
+        found_rows, found_scores = self._model.retrieve([self.tokenize(q) for q in questions], k=k_eff, show_progress=False)
+        matched = found_scores > 0  # a passage with no question word in common is no BM25 hit
+        scores[:, :k_eff] = np.where(matched, found_scores, 0)
+        rows[:, :k_eff] = np.where(matched, found_rows, -1)
+        return SearchResult(scores, rows)
+
+    def save(self, folder: str | Path) -> None:
+        """Write to `folder` atomically: a half-written index is never found there."""
+        folder = Path(folder)
+        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            self._model.save(str(tmp), show_progress=False)
+            meta = {"format": FORMAT, "passages": self.passages, "sources": self.sources, "config": asdict(self.config)}
+            (tmp / META).write_text(json.dumps(meta, indent=2))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if folder.exists():
+            old = folder.with_name(f"{folder.name}.old{os.getpid()}")
+            os.replace(folder, old)
+            os.replace(tmp, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "BM25Index":
+        import bm25s
+
+        folder = Path(folder)
+        meta = read_meta(folder)
+        if meta is None:
+            raise RagError(f"{folder} is not a BM25 index (no readable {META} with format {FORMAT!r})")
+        model = bm25s.BM25.load(str(folder), show_progress=False)
+        return cls(model, BM25Config(**meta["config"]), meta["passages"], meta["sources"])
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / META).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return meta if meta.get("format") == FORMAT else None
+
+
+def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = True, save: bool | None = None) -> BM25Index:
+    """The BM25 index of an opened IndexFolder: loaded from NAME/bm25/, or built from its store.
+
+    It is rebuilt when missing or stale (the store holds other passages than it covers, e.g.
+    after `rag index add`, or it was built with another config). A rebuilt index is saved to
+    NAME/bm25/ when `save` is True, or None and the folder is writable; otherwise it lives in
+    memory only and the folder is left untouched. Building needs no encoder.
+    """
+    folder = Path(index.path) / FOLDER
+    sources = [s.get("sha256", "") for s in index.manifest.sources]
+    meta = read_meta(folder)
+    if meta is not None and meta["passages"] == len(index.store) and meta["sources"] == sources and meta["config"] == asdict(config):
+        return BM25Index.load(folder)
+    if progress:
+        why = "missing" if meta is None else "stale"
+        print(f"BM25 index for {index.path} is {why}: building it from {len(index.store)} stored passages", file=sys.stderr)
+    bm25 = BM25Index.build_from_store(index.store, config, sources, progress)
+    if save or (save is None and os.access(index.path, os.W_OK)):
+        try:
+            bm25.save(folder)
+        except OSError as e:
+            if save:
+                raise RagError(f"cannot save the BM25 index to {folder}: {e}") from e
+            print(f"BM25 index kept in memory only: cannot write {folder} ({e})", file=sys.stderr)
+    return bm25
+
+
+def reference_scorer(token_lists: list[list[str]], config: BM25Config = BM25Config()):
+    """rank-bm25's BM25Okapi with the idf of `config.method`: the oracle for BM25Index's scores.
+
+    `scorer.get_scores(tokens)` equals BM25Index's score for every passage (rank-bm25's, divided
+    by k1 + 1 where bm25s' tf part lacks that factor). O(corpus) Python per query: for tests and
+    benchmarks, not for search.
+    """
+    from rank_bm25 import BM25Okapi
+
+    idf = {
+        "lucene": lambda n, df: math.log(1 + (n - df + 0.5) / (df + 0.5)),
+        "robertson": lambda n, df: max(0.0, math.log((n - df + 0.5) / (df + 0.5))),
+        "atire": lambda n, df: math.log(n / df),
+    }[config.method]
+
+    scale = 1.0 if config.method == "atire" else config.k1 + 1  # bm25s' atire tf part keeps the (k1 + 1)
+
+    class ReferenceBM25(BM25Okapi):
+        def _calc_idf(self, nd):
+            self.idf = {word: idf(self.corpus_size, df) for word, df in nd.items()}
+
+        def get_scores(self, query):
+            return super().get_scores(query) / scale
+
+    return ReferenceBM25(token_lists, k1=config.k1, b=config.b)

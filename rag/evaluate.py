@@ -1,0 +1,230 @@
+"""Open-domain QA evaluation, as in DPR's Table 2: retrievers side by side, then EM/F1 of a pipeline.
+
+evaluate_retrieval  top-k retrieval accuracy (DPR's has_answer rule) and questions/s per retriever
+evaluate_qa         exact match and F1 of a Pipeline's answers, beside the top-k accuracy of its hits
+
+Questions go through in batches (one retrieve call per batch, never one per question); only the
+rank of the first answer-bearing passage and the top passage ids are kept, not the passages.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from rag.metrics import accuracy_at, answers_found, exact_match, f1, first_hit_rank
+from rag.report import format_table, percent, plot_accuracy, write_json
+from rag.retrieve import Retriever
+from rag.types import Answer, Hit, QAExample, RagError
+
+TOP_IDS_SAVED = 10  # passage ids per question and retriever kept in the JSON
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """'1,5,20,100' -> (1, 5, 20, 100)."""
+    try:
+        ks = sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError as e:
+        raise RagError(f"--k takes comma-separated positive integers like 1,5,20,100, not {text!r}") from e
+    if not ks or ks[0] < 1:
+        raise RagError(f"--k takes comma-separated positive integers like 1,5,20,100, not {text!r}")
+    return tuple(ks)
+
+
+@dataclass(frozen=True)
+class RetrieverRun:
+    """One retriever over a question set: per question, where its first answer-bearing passage was."""
+
+    name: str
+    first_hits: tuple[int | None, ...]  # 1-based rank, None when not in the top max(ks)
+    top_ids: tuple[tuple[str, ...], ...]  # the first TOP_IDS_SAVED passage ids
+    seconds: float  # time spent inside retrieve()
+
+    def accuracy(self, ks: Iterable[int]) -> dict[int, float]:
+        return accuracy_at(self.first_hits, ks)
+
+    @property
+    def questions_per_second(self) -> float:
+        return len(self.first_hits) / self.seconds if self.seconds > 0 else float("inf")
+
+
+@dataclass(frozen=True)
+class RetrievalReport:
+    examples: tuple[QAExample, ...]
+    ks: tuple[int, ...]
+    runs: dict[str, RetrieverRun]
+    mode: str = "string"
+
+    def accuracy(self) -> dict[str, dict[int, float]]:
+        return {name: run.accuracy(self.ks) for name, run in self.runs.items()}
+
+    def table(self) -> str:
+        headers = ["retriever"] + [f"top-{k}" for k in self.ks] + ["questions/s"]
+        rows = [[name] + [percent(a) for a in run.accuracy(self.ks).values()] + [f"{run.questions_per_second:.1f}"] for name, run in self.runs.items()]
+        return f"top-k retrieval accuracy (%), {len(self.examples)} questions\n" + format_table(headers, rows)
+
+    def to_json(self) -> dict:
+        return {
+            "questions": len(self.examples),
+            "ks": list(self.ks),
+            "match": self.mode,
+            "accuracy": {name: {str(k): a for k, a in acc.items()} for name, acc in self.accuracy().items()},
+            "questions_per_second": {name: run.questions_per_second for name, run in self.runs.items()},
+            "per_question": [
+                {
+                    "id": ex.id,
+                    "question": ex.question,
+                    "answers": list(ex.answers),
+                    **{name: {"first_hit": run.first_hits[i], "top": list(run.top_ids[i])} for name, run in self.runs.items()},
+                }
+                for i, ex in enumerate(self.examples)
+            ],
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())
+
+    def write_plot(self, path: str | Path, title: str = "", levels: dict[str, float] | None = None) -> Path:
+        return plot_accuracy(self.accuracy(), path, title or f"top-k retrieval accuracy, {len(self.examples)} questions", levels)
+
+
+def evaluate_retrieval(
+    retrievers: dict[str, Retriever],
+    examples: Sequence[QAExample],
+    ks: Sequence[int],
+    batch_size: int = 256,
+    mode: str = "string",
+    progress: bool = True,
+) -> RetrievalReport:
+    """Each retriever over every question, top max(ks) passages, scored by DPR's has_answer rule."""
+    if not retrievers:
+        raise RagError("no retrievers to evaluate")
+    ks = tuple(sorted(set(ks)))
+    runs = {}
+    for name, retriever in retrievers.items():
+        runs[name], _ = _run(name, retriever, examples, max(ks), batch_size, mode, progress)
+    return RetrievalReport(tuple(examples), ks, runs, mode)
+
+
+def _run(name: str, retriever: Retriever, examples: Sequence[QAExample], k: int, batch_size: int, mode: str, progress: bool, read=None):
+    """Retrieve for all questions in batches; `read(batch, hits)` (the QA reader) sees each batch's hits."""
+    from tqdm import tqdm
+
+    first_hits: list[int | None] = []
+    top_ids: list[tuple[str, ...]] = []
+    answers: list[Answer] = []
+    seconds = 0.0
+    with tqdm(total=len(examples), desc=f"{name}: questions", unit=" q", disable=not progress, file=sys.stderr) as bar:
+        for start in range(0, len(examples), batch_size):
+            batch = list(examples[start : start + batch_size])
+            t0 = time.perf_counter()
+            hits: list[list[Hit]] = retriever.retrieve([ex.question for ex in batch], k)
+            seconds += time.perf_counter() - t0
+            if len(hits) != len(batch):
+                raise RagError(f"retriever {name!r} returned {len(hits)} hit lists for {len(batch)} questions")
+            first_hits += [first_hit_rank(h, ex.answers, mode) for h, ex in zip(hits, batch)]
+            top_ids += [tuple(hit.passage.id for hit in h[:TOP_IDS_SAVED]) for h in hits]
+            if read is not None:
+                answers += read(batch, hits)
+            bar.update(len(batch))
+    return RetrieverRun(name, tuple(first_hits), tuple(top_ids), seconds), answers
+
+
+# --- QA: a pipeline's answers -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QAReport:
+    examples: tuple[QAExample, ...]
+    ks: tuple[int, ...]
+    retrieval: RetrieverRun
+    predictions: tuple[Answer, ...]
+    em: tuple[float, ...]  # per question
+    f1: tuple[float, ...]
+    reader_seconds: float
+
+    @property
+    def exact_match(self) -> float:
+        return sum(self.em) / max(len(self.em), 1)
+
+    @property
+    def mean_f1(self) -> float:
+        return sum(self.f1) / max(len(self.f1), 1)
+
+    def table(self) -> str:
+        headers = ["pipeline", "EM", "F1"] + [f"top-{k}" for k in self.ks] + ["questions/s"]
+        total = self.retrieval.seconds + self.reader_seconds
+        qps = len(self.examples) / total if total > 0 else float("inf")
+        row = [self.retrieval.name, percent(self.exact_match), percent(self.mean_f1)] + [percent(a) for a in self.retrieval.accuracy(self.ks).values()] + [f"{qps:.1f}"]
+        return f"exact match, F1 and top-k retrieval accuracy (%), {len(self.examples)} questions\n" + format_table(headers, [row])
+
+    def to_json(self) -> dict:
+        return {
+            "questions": len(self.examples),
+            "ks": list(self.ks),
+            "exact_match": self.exact_match,
+            "f1": self.mean_f1,
+            "accuracy": {str(k): a for k, a in self.retrieval.accuracy(self.ks).items()},
+            "retrieval_seconds": self.retrieval.seconds,
+            "reader_seconds": self.reader_seconds,
+            "per_question": [
+                {
+                    "id": ex.id,
+                    "question": ex.question,
+                    "answers": list(ex.answers),
+                    "prediction": pred.text,
+                    "score": pred.score,
+                    "em": em,
+                    "f1": f,
+                    "first_hit": first,
+                    "top": list(top),
+                }
+                for ex, pred, em, f, first, top in zip(self.examples, self.predictions, self.em, self.f1, self.retrieval.first_hits, self.retrieval.top_ids)
+            ],
+        }
+
+    def write_json(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())
+
+    def write_plot(self, path: str | Path, title: str = "") -> Path:
+        levels = {f"EM {percent(self.exact_match)}": self.exact_match}
+        return plot_accuracy({self.retrieval.name: self.retrieval.accuracy(self.ks)}, path, title or f"retrieval accuracy and EM, {len(self.examples)} questions", levels)
+
+
+def evaluate_qa(pipeline, examples: Sequence[QAExample], ks: Sequence[int], batch_size: int = 64, mode: str = "string", progress: bool = True, name: str = "pipeline") -> QAReport:
+    """A rag.pipeline.Pipeline over every question: retriever and reader called separately, batched.
+
+    The retriever fetches max(max(ks), pipeline.k) passages (for top-k accuracy); the reader reads
+    the first pipeline.k of them, as `pipeline.answer` would.
+    """
+    ks = tuple(sorted(set(ks)))
+    reader_seconds = 0.0
+
+    def read(batch: list[QAExample], hits: list[list[Hit]]) -> list[Answer]:
+        nonlocal reader_seconds
+        t0 = time.perf_counter()
+        answers = pipeline.reader.read([ex.question for ex in batch], [h[: pipeline.k] for h in hits])
+        reader_seconds += time.perf_counter() - t0
+        if len(answers) != len(batch):
+            raise RagError(f"the reader returned {len(answers)} answers for {len(batch)} questions")
+        return answers
+
+    run, predictions = _run(name, pipeline.retriever, examples, max(max(ks), pipeline.k), batch_size, mode, progress, read)
+    em = tuple(exact_match(p.text, ex.answers) for p, ex in zip(predictions, examples))
+    f1s = tuple(f1(p.text, ex.answers) for p, ex in zip(predictions, examples))
+    return QAReport(tuple(examples), ks, run, tuple(predictions), em, f1s, reader_seconds)
+
+
+# --- the ceiling ---------------------------------------------------------------------------
+
+
+def answer_ceiling(store, examples: Sequence[QAExample]) -> float:
+    """Share of questions with an answer string anywhere in the store's passages: no retriever beats it.
+
+    Holds every passage's tokens in memory at once: for corpora of up to ~1M passages.
+    """
+    texts = (p.text for batch in store.iter_batches(4096) for p in batch)
+    found = answers_found(texts, [ex.answers for ex in examples])
+    return sum(found) / max(len(found), 1)

@@ -1,0 +1,247 @@
+"""RAG generator: any seq2seq LM (BART, T5) conditioned on each retrieved passage, marginalized over them.
+
+Each passage z of question x becomes one input, RAG's format `title / text // question`, and
+p(z | x) = softmax_z(score_scale * retrieval score). Two models of the answer (Lewis et al. 2020):
+  RAG-Sequence  p(y|x) = sum_z p(z|x) prod_t p(y_t | x, z, y_<t)
+                decoding: beam search per passage, then every candidate scored against every
+                passage ("thorough"), or only against the passages whose beam produced it
+                ("fast": p(y|x,z) taken as 0 elsewhere, no extra passes)
+  RAG-Token     p(y|x) = prod_t sum_z p(z|x) p(y_t | x, z, y_<t)
+                decoding: beam search over the marginal next-token distribution
+The training loss is the negative marginal log-likelihood of the answer, under either model.
+
+`model` takes a hub id or path of an AutoModelForSeq2SeqLM, a RAG checkpoint (facebook/rag-*-nq:
+its BART generator is used; retrieval is ours), or a folder saved by `RagGenerator.save`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rag.types import Answer, Hit, Passage, RagError, Span
+
+GENERATOR_FORMAT = "rag-generator v1"
+GENERATOR_FILE = "generator.json"
+VARIANTS = ("sequence", "token")
+DECODINGS = ("thorough", "fast")
+TITLE_SEP, DOC_SEP = " / ", " // "  # RAG's input format: title / text // question
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    model: str = "facebook/rag-sequence-nq"
+    variant: str = "sequence"  # "sequence" (RAG-Sequence) or "token" (RAG-Token)
+    decoding: str = "thorough"  # RAG-Sequence only: "thorough" or "fast"
+    device: str | None = None
+    max_source_length: int = 256  # tokens of one `title / text // question` input
+    max_answer_tokens: int = 24
+    num_beams: int = 4
+    score_scale: float = 20.0  # p(z|x) = softmax(score_scale * retrieval score)
+
+    def __post_init__(self):
+        if self.variant not in VARIANTS:
+            raise RagError(f"unknown RAG variant {self.variant!r}; valid: {', '.join(VARIANTS)}")
+        if self.decoding not in DECODINGS:
+            raise RagError(f"unknown decoding {self.decoding!r}; valid: {', '.join(DECODINGS)}")
+
+
+class RagGenerator:
+    """Reader protocol implementation (rag.pipeline.Reader) for seq2seq generation; also the training loss."""
+
+    def __init__(self, config: GeneratorConfig = GeneratorConfig()):
+        import torch
+
+        from rag.encoders import _device
+
+        self.config = config
+        self.device = _device(config.device)
+        self.tokenizer, self.model = _load_seq2seq(config.model)
+        self.model.to(self.device).eval()
+        mc = self.model.config
+        self.start_id = mc.decoder_start_token_id if mc.decoder_start_token_id is not None else mc.pad_token_id
+        self.eos_id, self.pad_id = mc.eos_token_id, mc.pad_token_id if mc.pad_token_id is not None else 0
+        if self.start_id is None or self.eos_id is None:
+            raise RagError(f"generator {config.model!r}: its config needs decoder_start_token_id and eos_token_id")
+        self._torch = torch
+
+    # --- inputs and per-passage likelihoods ---------------------------------------------------
+
+    def contexts(self, question: str, passages: list[Passage]) -> list[str]:
+        return [f"{p.title}{TITLE_SEP}{p.text}{DOC_SEP}{question}" if p.title else f"{p.text}{DOC_SEP}{question}" for p in passages]
+
+    def encode(self, question: str, passages: list[Passage]) -> dict:
+        enc = self.tokenizer(self.contexts(question, passages), truncation=True, max_length=self.config.max_source_length, padding=True, return_tensors="pt", return_token_type_ids=False)
+        return {k: v.to(self.device) for k, v in enc.items()}
+
+    def target_ids(self, answers: list[str]) -> list[list[int]]:
+        return self.tokenizer(text_target=list(answers), truncation=True, max_length=self.config.max_answer_tokens, return_token_type_ids=False)["input_ids"]
+
+    def token_log_probs(self, inputs: dict, targets: list[list[int]], pairs: list[tuple[int, int]] | None = None):
+        """log p(y_t | x, z, y_<t) for target n and passage z: [N, K, T] (0 beyond each target's end).
+
+        `pairs` ((n, z) ...) limits the passes to those pairs (the rest stay -inf), as fast decoding needs.
+        """
+        torch = self._torch
+        n_targets, k = len(targets), inputs["input_ids"].shape[0]
+        pairs = pairs if pairs is not None else [(n, z) for n in range(n_targets) for z in range(k)]
+        length = max(len(t) for t in targets)
+        labels = torch.full((len(pairs), length), -100, dtype=torch.long, device=self.device)
+        for row, (n, _) in enumerate(pairs):
+            labels[row, : len(targets[n])] = torch.tensor(targets[n])
+        zs = torch.tensor([z for _, z in pairs], device=self.device)
+        logits = self.model(input_ids=inputs["input_ids"][zs], attention_mask=inputs["attention_mask"][zs], decoder_input_ids=self._shift_right(labels)).logits
+        picked = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1).masked_fill(labels < 0, 0.0)
+        out = torch.full((n_targets, k, length), float("-inf"), device=self.device)
+        out[torch.tensor([n for n, _ in pairs], device=self.device), zs] = picked
+        return out
+
+    def _shift_right(self, labels):
+        start = labels.new_full((labels.shape[0], 1), self.start_id)
+        return self._torch.cat([start, labels[:, :-1].masked_fill(labels[:, :-1] < 0, self.pad_id)], dim=1)
+
+    def passage_log_probs(self, retrieval_scores):
+        return self._torch.log_softmax(self.config.score_scale * retrieval_scores, dim=-1)
+
+    def marginal_log_likelihood(self, token_lp, passage_lp, target_lengths: list[int]):
+        """log p(y | x) for each target [N] from per-passage token log-probs [N, K, T] and log p(z|x) [K]."""
+        torch = self._torch
+        if self.config.variant == "sequence":
+            return torch.logsumexp(passage_lp[None, :] + token_lp.sum(-1), dim=1)
+        per_token = torch.logsumexp(passage_lp[None, :, None] + token_lp, dim=1)  # [N, T]
+        mask = torch.arange(token_lp.shape[-1], device=self.device)[None, :] < torch.tensor(target_lengths, device=self.device)[:, None]
+        return per_token.masked_fill(~mask, 0.0).sum(-1)
+
+    def answer_log_likelihood(self, question: str, passages: list[Passage], retrieval_scores, answers: tuple[str, ...]):
+        """log p(answer | q), the first answer as target, marginalized over the passages (training loss)."""
+        if not answers:
+            return None
+        targets = self.target_ids([answers[0]])
+        token_lp = self.token_log_probs(self.encode(question, passages), targets)
+        return self.marginal_log_likelihood(token_lp, self.passage_log_probs(retrieval_scores), [len(targets[0])])[0]
+
+    # --- decoding -----------------------------------------------------------------------------
+
+    def read(self, questions: list[str], hits: list[list[Hit]]) -> list[Answer]:
+        answers = []
+        with self._torch.inference_mode():
+            for question, question_hits in zip(questions, hits):
+                if not question_hits:
+                    answers.append(Answer(question, "", 0.0))
+                    continue
+                ids, log_p, posterior = self.generate_ids(question, question_hits)
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                answers.append(_answer(question, text, float(self._torch.exp(log_p)), question_hits, posterior))
+        return answers
+
+    def generate_ids(self, question: str, hits: list[Hit]):
+        """(best answer token ids, its log p(y|x), posterior p(z|x,y) per passage)."""
+        inputs = self.encode(question, [h.passage for h in hits])
+        passage_lp = self.passage_log_probs(self._torch.tensor([h.score for h in hits], dtype=self._torch.float32, device=self.device))
+        if self.config.variant == "token":
+            return self._token_beam_search(inputs, passage_lp)
+        return self._sequence_decode(inputs, passage_lp)
+
+    def _sequence_decode(self, inputs: dict, passage_lp):
+        torch = self._torch
+        beams = self.config.num_beams
+        generated = self.model.generate(
+            **inputs, num_beams=beams, num_return_sequences=beams, max_new_tokens=self.config.max_answer_tokens,
+            decoder_start_token_id=self.start_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=False,
+        )
+        candidates: dict[tuple[int, ...], set[int]] = {}  # answer ids -> passages whose beam produced them
+        for row, seq in enumerate(generated.tolist()):
+            ids = tuple(_strip(seq[1:], self.eos_id, self.pad_id))  # drop the start token; end at eos
+            candidates.setdefault(ids, set()).add(row // beams)
+        targets = [list(c) + [self.eos_id] for c in candidates]
+        pairs = None if self.config.decoding == "thorough" else [(n, z) for n, zs in enumerate(candidates.values()) for z in sorted(zs)]
+        token_lp = self.token_log_probs(inputs, targets, pairs)
+        scores = self.marginal_log_likelihood(token_lp, passage_lp, [len(t) for t in targets])
+        best = int(scores.argmax())
+        return list(candidates)[best], scores[best], torch.softmax(passage_lp + token_lp[best].sum(-1), dim=0)
+
+    def _token_beam_search(self, inputs: dict, passage_lp):
+        """Beam search on p(y_t | x, y_<t) = sum_z p(z|x) p(y_t | x, z, y_<t)."""
+        torch = self._torch
+        k = inputs["input_ids"].shape[0]
+        encoder_out = self.model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        beams = [([], 0.0, torch.zeros(k, device=self.device))]  # (ids, log p(y|x), log p(y|x,z) per passage)
+        finished = []
+        for step in range(self.config.max_answer_tokens):
+            b = len(beams)
+            decoder_input = torch.tensor([[self.start_id] + ids for ids, _, _ in beams], device=self.device).repeat_interleave(k, dim=0)
+            hidden = encoder_out.last_hidden_state.repeat(b, 1, 1)
+            logits = self.model(encoder_outputs=(hidden,), attention_mask=inputs["attention_mask"].repeat(b, 1), decoder_input_ids=decoder_input).logits[:, -1]
+            lp = logits.log_softmax(-1).view(b, k, -1)  # [B, K, V]
+            marginal = torch.logsumexp(passage_lp[None, :, None] + lp, dim=1)  # [B, V]
+            total = marginal + torch.tensor([s for _, s, _ in beams], device=self.device)[:, None]
+            if step == self.config.max_answer_tokens - 1:  # the last step ends every hypothesis: scores stay p(y|x) of whole answers
+                total = torch.full_like(total, float("-inf")).index_copy(1, torch.tensor([self.eos_id], device=self.device), total[:, [self.eos_id]])
+            top = total.flatten().topk(min(self.config.num_beams, total.numel()))
+            next_beams = []
+            for value, index in zip(top.values.tolist(), top.indices.tolist()):
+                if value == float("-inf"):
+                    break
+                beam, token = divmod(index, total.shape[1])
+                ids, _, per_passage = beams[beam]
+                entry = (ids + [token], value, per_passage + lp[beam, :, token])
+                (finished if token == self.eos_id else next_beams).append(entry)
+            beams = next_beams
+            if not beams or (finished and max(f[1] for f in finished) > max(s for _, s, _ in beams)):
+                break
+        ids, log_p, per_passage = max(finished, key=lambda e: e[1] / len(e[0]))  # length-normalized, as HF beam search
+        return _strip(ids, self.eos_id, self.pad_id), torch.tensor(log_p), torch.softmax(passage_lp + per_passage, dim=0)
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        (folder / GENERATOR_FILE).write_text(json.dumps({"format": GENERATOR_FORMAT, "config": {**asdict(self.config), "model": str(folder)}}, indent=2))
+
+
+def load_generator(folder: str | Path, device: str | None = None, **changes) -> RagGenerator:
+    """A generator saved by RagGenerator.save (by `rag train --reader rag-sequence|rag-token`)."""
+    path = Path(folder) / GENERATOR_FILE
+    data = json.loads(path.read_text())
+    if data.get("format") != GENERATOR_FORMAT:
+        raise RagError(f"{path}: format {data.get('format')!r}, this version of rag reads {GENERATOR_FORMAT!r}")
+    return RagGenerator(replace(GeneratorConfig(**data["config"]), model=str(folder), device=device, **changes))
+
+
+def _load_seq2seq(spec: str):
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    try:
+        model_type = AutoConfig.from_pretrained(spec).model_type
+        if model_type == "rag":  # a facebook/rag-* checkpoint: keep its generator, retrieval is ours
+            from transformers import RagSequenceForGeneration, RagTokenizer
+
+            return RagTokenizer.from_pretrained(spec).generator, RagSequenceForGeneration.from_pretrained(spec).generator
+        return AutoTokenizer.from_pretrained(spec), AutoModelForSeq2SeqLM.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise RagError(f"cannot load generator {spec!r} (a seq2seq model: hub id or local path): {e}") from e
+
+
+def _strip(ids: list[int], eos: int, pad: int) -> list[int]:
+    out = []
+    for t in ids:
+        if t == eos:
+            break
+        if t != pad:
+            out.append(t)
+    return out
+
+
+def _answer(question: str, text: str, score: float, hits: list[Hit], posterior) -> Answer:
+    """Evidence: passages by p(z | x, y); spans where the generated text occurs verbatim (any case)."""
+    order = sorted(range(len(hits)), key=lambda i: -float(posterior[i]))
+    evidence = tuple(hits[i] for i in order)
+    spans = []
+    for hit in evidence:
+        at = hit.passage.text.lower().find(text.lower()) if text else -1
+        if at >= 0:
+            spans.append(Span(hit.passage.id, at, at + len(text)))
+    return Answer(question, text, score, evidence, tuple(spans))

@@ -1,0 +1,272 @@
+"""Extractive span reader, REALM/DPR style: answers marginalized over the retrieved passages.
+
+For each question q and each retrieved passage z the reader reads
+`[CLS] question [SEP] title [SEP] passage` with a BERT-family encoder and two heads:
+  - start/end logits per token: p(span | q, z) = softmax over every span of at most
+    `max_answer_tokens` tokens inside the passage text of start_logit + end_logit (REALM);
+  - a passage-selection logit from [CLS] (DPR's reader), zero-initialized, which re-ranks the
+    retrieval distribution: p(z | q) = softmax_z(score_scale * retrieval_score + selection_logit).
+The answer probability is p(y | q) = sum_z p(z | q) sum_{spans of z reading y} p(span | q, z);
+equal answer strings (after SQuAD normalization) from different passages are summed.
+
+A reader folder (`SpanReader.save`) holds the transformers QA model and tokenizer, the selection
+head (`selection_head.safetensors`) and `reader.json` (format and settings).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from rag.types import Answer, Hit, Passage, RagError, Span
+
+READER_FORMAT = "rag-span-reader v1"
+READER_FILE, SELECTION_FILE = "reader.json", "selection_head.safetensors"
+TRAINED_SETTINGS = ("max_length", "max_answer_tokens", "score_scale")  # restored from a saved reader
+TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    model: str = "default"  # "default" (offline MiniLM + new span head), a reader folder, or a hub QA checkpoint id
+    device: str | None = None  # None: cuda when available, else cpu
+    max_length: int = 256  # tokens of [CLS] question [SEP] title [SEP] passage; the passage is truncated
+    max_answer_tokens: int = 10  # longest span considered
+    spans_per_passage: int = 5  # best spans of each passage kept as answer candidates
+    score_scale: float = 20.0  # p(z|q) = softmax(score_scale * retrieval score + selection logit)
+    batch_size: int = 16  # passages per forward pass at inference
+
+
+@dataclass(frozen=True)
+class ReaderInputs:
+    """K passages of one question, tokenized, with where each token sits in its passage's text."""
+
+    features: dict  # input_ids, attention_mask, token_type_ids: [K, L] tensors
+    token_chars: np.ndarray  # [K, L, 2] char offsets into passage.text; (-1, -1) outside the passage text
+    candidates: object  # [K, L] bool torch tensor: tokens a span may start or end on
+
+
+def span_reader_module(qa_model):
+    """The QA model plus a zero-initialized passage-selection head on [CLS], as one torch module.
+
+    forward(features) -> (start_logits [K, L], end_logits [K, L], selection_logits [K]).
+    """
+    import torch
+
+    class SpanReaderModule(torch.nn.Module):
+        def __init__(self, qa):
+            super().__init__()
+            self.qa = qa
+            self.select = torch.nn.Linear(qa.config.hidden_size, 1)
+            torch.nn.init.zeros_(self.select.weight)  # starts as the plain retrieval distribution
+            torch.nn.init.zeros_(self.select.bias)
+
+        def forward(self, features: dict):
+            out = self.qa(**features, output_hidden_states=True)
+            return out.start_logits, out.end_logits, self.select(out.hidden_states[-1][:, 0]).squeeze(-1)
+
+    return SpanReaderModule(qa_model)
+
+
+class SpanReader:
+    """Reader protocol implementation (rag.pipeline.Reader); also gives the training loss."""
+
+    def __init__(self, config: ReaderConfig = ReaderConfig()):
+        import torch
+        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+        from rag.encoders import _device, default_model_path
+
+        self.config = config
+        self.device = _device(config.device)
+        source = default_model_path() if config.model == "default" else config.model
+        folder = Path(source)
+        settings = _read_settings(folder)
+        if settings:  # a saved reader keeps the settings it was trained with, unless the caller sets them
+            trained_with = {k: v for k, v in settings["config"].items() if k in TRAINED_SETTINGS and getattr(config, k) == getattr(ReaderConfig(), k)}
+            self.config = config = replace(config, **trained_with)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            qa = AutoModelForQuestionAnswering.from_pretrained(source)
+        except (OSError, ValueError) as e:
+            raise RagError(f"cannot load reader {config.model!r}: {e}") from e
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise RagError(f"reader {config.model!r}: a fast tokenizer is needed for character offsets")
+        self.model = span_reader_module(qa)
+        if (folder / SELECTION_FILE).exists():
+            from safetensors.torch import load_file
+
+            self.model.select.load_state_dict(load_file(str(folder / SELECTION_FILE)))
+        self.model.to(self.device).eval()
+        self._torch = torch
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def encode(self, question: str, passages: list[Passage]) -> ReaderInputs:
+        torch = self._torch
+        seconds = [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
+        enc = self.tokenizer(
+            [question] * len(passages), seconds, truncation="only_second", max_length=self.config.max_length,
+            padding=True, return_offsets_mapping=True, return_tensors="np",
+        )
+        offsets = enc.pop("offset_mapping")
+        chars = np.full(offsets.shape, -1, dtype=np.int64)
+        for i, p in enumerate(passages):
+            prefix = len(seconds[i]) - len(p.text)
+            in_passage = np.array([s == 1 for s in enc.sequence_ids(i)]) & (offsets[i, :, 0] >= prefix) & (offsets[i, :, 1] > offsets[i, :, 0])
+            chars[i, in_passage] = offsets[i, in_passage] - prefix
+        features = {k: torch.as_tensor(v, device=self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        return ReaderInputs(features, chars, torch.as_tensor(chars[:, :, 0] >= 0, device=self.device))
+
+    # --- scores ---------------------------------------------------------------------------
+
+    def scores(self, inputs: ReaderInputs):
+        """(span_log_probs [K, L, L] with -inf on invalid spans, selection logits [K])."""
+        start, end, select = self.model(inputs.features)
+        return span_log_probs(start, end, inputs.candidates, self.config.max_answer_tokens), select
+
+    def passage_log_probs(self, retrieval_scores, select_logits):
+        """log p(z | q) over the K passages: retrieval scores re-ranked by the selection head."""
+        return self._torch.log_softmax(self.config.score_scale * retrieval_scores + select_logits, dim=-1)
+
+    def answer_log_likelihood(self, question: str, passages: list[Passage], retrieval_scores, answers: tuple[str, ...]):
+        """log p(answers | q) = log sum_z p(z|q) sum_{spans of z matching an answer} p(span|q,z).
+
+        Weak supervision: a span matches when its text is an answer string (whole words, any case).
+        `retrieval_scores` is a [K] tensor (grad-enabled in joint training). Returns None when no
+        passage holds an answer: such a question gives no signal.
+        """
+        inputs = self.encode(question, passages)
+        gold = answer_span_mask(inputs.token_chars, passages, answers, self.config.max_answer_tokens)
+        if not gold.any():
+            return None
+        span_lp, select = self.scores(inputs)
+        gold = self._torch.as_tensor(gold, device=self.device)
+        per_passage = span_lp.masked_fill(~gold, float("-inf")).flatten(1).logsumexp(-1)  # log p(y | q, z)
+        return self._torch.logsumexp(self.passage_log_probs(retrieval_scores, select) + per_passage, dim=0)
+
+    # --- answers --------------------------------------------------------------------------
+
+    def read(self, questions: list[str], hits: list[list[Hit]]) -> list[Answer]:
+        torch = self._torch
+        answers = []
+        with torch.inference_mode():
+            for question, question_hits in zip(questions, hits):
+                if not question_hits:
+                    answers.append(Answer(question, "", 0.0))
+                    continue
+                parts = []
+                for i in range(0, len(question_hits), self.config.batch_size):
+                    batch = question_hits[i : i + self.config.batch_size]
+                    inputs = self.encode(question, [h.passage for h in batch])
+                    span_lp, select = self.scores(inputs)
+                    parts.append((inputs.token_chars, span_lp, select))
+                token_chars = np.concatenate([p[0] for p in parts]) if len(parts) == 1 else _pad_cat([p[0] for p in parts])
+                span_lp = parts[0][1] if len(parts) == 1 else _pad_cat_t(torch, [p[1] for p in parts])
+                select = torch.cat([p[2] for p in parts])
+                retrieval = torch.tensor([h.score for h in question_hits], dtype=torch.float32, device=self.device)
+                passage_lp = self.passage_log_probs(retrieval, select).cpu().numpy()
+                answers.append(self._best_answer(question, question_hits, token_chars, span_lp.cpu().numpy(), passage_lp))
+        return answers
+
+    def _best_answer(self, question: str, hits: list[Hit], token_chars: np.ndarray, span_lp: np.ndarray, passage_lp: np.ndarray) -> Answer:
+        from rag.metrics import normalize_answer
+
+        groups: dict[str, list[tuple[float, Hit, Span, str]]] = {}
+        for k, hit in enumerate(hits):
+            flat = span_lp[k].ravel()
+            n = min(self.config.spans_per_passage, int(np.isfinite(flat).sum()))
+            for idx in np.argsort(-flat)[:n]:
+                s, e = divmod(int(idx), span_lp.shape[-1])
+                start, end = int(token_chars[k, s, 0]), int(token_chars[k, e, 1])
+                text = hit.passage.text[start:end]
+                key = normalize_answer(text)
+                if key:
+                    groups.setdefault(key, []).append((float(np.exp(passage_lp[k] + flat[idx])), hit, Span(hit.passage.id, start, end), text))
+        if not groups:
+            return Answer(question, "", 0.0)
+        members = max(groups.values(), key=lambda m: sum(x[0] for x in m))
+        members.sort(key=lambda x: -x[0])
+        evidence = list(dict.fromkeys(hit for _, hit, _, _ in members))
+        return Answer(question, members[0][3], sum(x[0] for x in members), tuple(evidence), tuple(span for _, _, span, _ in members))
+
+    # --- checkpoints ----------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.qa.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.model.select.state_dict().items()}, str(folder / SELECTION_FILE))
+        (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
+
+
+def span_log_probs(start, end, candidates, max_answer_tokens: int):
+    """log p(span | q, z) for every (start, end) token pair: [K, L, L], -inf where the span is not allowed.
+
+    A span lies inside the passage text, ends at or after its start, and has at most
+    `max_answer_tokens` tokens; the softmax runs over all allowed spans of a passage (REALM).
+    """
+    import torch
+
+    length = start.shape[-1]
+    s_idx = torch.arange(length, device=start.device)
+    width = s_idx[None, :] - s_idx[:, None]  # end - start
+    allowed = (width >= 0) & (width < max_answer_tokens)
+    allowed = allowed[None] & candidates[:, :, None] & candidates[:, None, :]
+    scores = (start[:, :, None] + end[:, None, :]).masked_fill(~allowed, float("-inf"))
+    norm = scores.flatten(1).logsumexp(-1)
+    norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # a passage with no allowed span stays all -inf
+    return scores - norm[:, None, None]
+
+
+def answer_span_mask(token_chars: np.ndarray, passages: list[Passage], answers: tuple[str, ...], max_answer_tokens: int) -> np.ndarray:
+    """[K, L, L] bool: token spans whose text is one of the answers (whole-word, case-insensitive match)."""
+    k, length = token_chars.shape[:2]
+    mask = np.zeros((k, length, length), dtype=bool)
+    for i, p in enumerate(passages):
+        starts, ends = token_chars[i, :, 0], token_chars[i, :, 1]
+        for answer in answers:
+            answer = answer.strip()
+            if not answer:
+                continue
+            for m in re.finditer(rf"(?<!\w){re.escape(answer)}(?!\w)", p.text, flags=re.IGNORECASE):
+                s_tok = np.flatnonzero(starts == m.start())
+                e_tok = np.flatnonzero(ends == m.end())
+                if len(s_tok) and len(e_tok) and 0 <= e_tok[0] - s_tok[0] < max_answer_tokens:
+                    mask[i, s_tok[0], e_tok[0]] = True
+    return mask
+
+
+def _pad_cat(arrays: list[np.ndarray]) -> np.ndarray:
+    length = max(a.shape[1] for a in arrays)
+    return np.concatenate([np.pad(a, ((0, 0), (0, length - a.shape[1]), (0, 0)), constant_values=-1) for a in arrays])
+
+
+def _pad_cat_t(torch, tensors):
+    length = max(t.shape[1] for t in tensors)
+    pad = lambda t: torch.nn.functional.pad(t, (0, length - t.shape[2], 0, length - t.shape[1]), value=float("-inf"))  # noqa: E731
+    return torch.cat([pad(t) for t in tensors])
+
+
+def _read_settings(folder: Path) -> dict | None:
+    path = folder / READER_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RagError(f"{path}: invalid JSON ({e})") from e
+    if data.get("format") != READER_FORMAT:
+        raise RagError(f"{path}: format {data.get('format')!r}, this version of rag reads {READER_FORMAT!r}")
+    return data
+
+
+def warn(msg: str) -> None:
+    print(f"rag: warning: {msg}", file=sys.stderr)

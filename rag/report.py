@@ -1,0 +1,59 @@
+"""Rendering evaluation results: aligned text tables, JSON files, accuracy-against-k plots (PNG)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table: first column left-aligned, the others right-aligned."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule] + [line(r) for r in cells[1:]])
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def write_json(path: str | Path, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False))
+    return path
+
+
+def plot_accuracy(curves: dict[str, dict[int, float]], path: str | Path, title: str, levels: dict[str, float] | None = None) -> Path:
+    """Top-k accuracy (%) against k on a log axis, one line per retriever; `levels` as dashed lines (EM, ceiling)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, accuracy in curves.items():
+        ks = sorted(accuracy)
+        ax.plot(ks, [100 * accuracy[k] for k in ks], marker="o", label=name)
+    for name, value in (levels or {}).items():
+        ax.axhline(100 * value, linestyle="--", linewidth=1, color="grey")
+        ax.annotate(name, (ax.get_xlim()[0], 100 * value), textcoords="offset points", xytext=(4, 3), fontsize=8, color="grey")
+    ax.set_xscale("log")
+    all_ks = sorted({k for accuracy in curves.values() for k in accuracy})
+    ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    ax.set_xlabel("k (passages retrieved)")
+    ax.set_ylabel("top-k accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,120 @@
+"""ShardedIndex: one FAISS index per contiguous block of store rows; search fans out and merges top-k.
+
+Shard i holds rows [offset_i, offset_i + len_i) of the passage store. Every shard returns its own
+top-k, so the merged top-k is exact: a sharded flat index answers exactly as one flat index does, and
+a sharded IVF-PQ index (one training shared by all shards) as the unsharded IVF-PQ index does.
+
+An index folder keeps the shards as index_shards/00000.faiss, 00001.faiss, ... (DenseIndex files);
+the manifest's `index_shards` says how many. `rag.distributed.RayShardedIndex` holds them in Ray actors.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rag.index import DenseIndex, IndexConfig, SearchResult, resolve_ivfpq, training_rows
+from rag.types import RagError
+
+SHARD_DIR = "index_shards"
+MISSING_SCORE = -np.finfo(np.float32).max  # what FAISS reports beside row -1
+
+
+def shard_files(folder: Path, n_shards: int) -> list[Path]:
+    return [Path(folder) / f"{i:05d}.faiss" for i in range(n_shards)]
+
+
+class ShardedIndex:
+    """DenseIndex's interface (build/add/search/save/load, len, dim, config) over several DenseIndexes."""
+
+    def __init__(self, shards: Sequence[DenseIndex], config: IndexConfig):
+        if not shards:
+            raise RagError("a sharded index needs at least one shard")
+        self.shards = list(shards)
+        self.config = config
+
+    @property
+    def dim(self) -> int:
+        return self.shards[0].dim
+
+    def shard_sizes(self) -> list[int]:
+        return [len(s) for s in self.shards]
+
+    def __len__(self) -> int:
+        return sum(self.shard_sizes())
+
+    @classmethod
+    def build(cls, embeddings: np.ndarray, config: IndexConfig = IndexConfig(), n_shards: int = 2) -> "ShardedIndex":
+        return cls._build(lambda lo, hi: embeddings[lo:hi], lambda picked: embeddings[picked], len(embeddings), embeddings.shape[1], config, n_shards)
+
+    @classmethod
+    def build_from_files(cls, paths: Sequence[Path], config: IndexConfig, n_shards: int) -> "ShardedIndex":
+        """From embedding shard files (rag.build's emb_*.npy): only one index shard's vectors in memory at a time."""
+        arrays = [np.load(p, mmap_mode="r") for p in paths]
+        starts = np.cumsum([0] + [len(a) for a in arrays])
+        n, dim = int(starts[-1]), arrays[0].shape[1]
+
+        def rows(lo: int, hi: int) -> np.ndarray:
+            parts = [a[max(lo - s, 0) : hi - s] for a, s in zip(arrays, starts[:-1]) if s < hi and s + len(a) > lo]
+            return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
+
+        def take(picked: np.ndarray) -> np.ndarray:  # picked is sorted
+            cuts = np.searchsorted(picked, starts)
+            return np.concatenate([a[picked[c0:c1] - s] for a, s, c0, c1 in zip(arrays, starts, cuts[:-1], cuts[1:])])
+
+        return cls._build(rows, take, n, dim, config, n_shards)
+
+    @classmethod
+    def _build(cls, rows, take, n: int, dim: int, config: IndexConfig, n_shards: int) -> "ShardedIndex":
+        """`rows(lo, hi)`: vectors [lo, hi); `take(sorted_rows)`: those vectors. Shards get equal row ranges."""
+        if n_shards < 1 or n_shards > max(n, 1):
+            raise RagError(f"cannot split {n} passages into {n_shards} index shards")
+        sample = np.zeros((0, dim), np.float32)
+        if config.kind == "ivfpq":  # one training over the whole corpus, shared by every shard
+            config = resolve_ivfpq(config, n, dim)
+            sample = take(training_rows(n, config))
+        template = DenseIndex.trained(sample, config)
+        shards = []
+        bounds = np.linspace(0, n, n_shards + 1).astype(int)
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            shard = template.empty_copy()
+            shard.add(rows(int(lo), int(hi)))
+            shards.append(shard)
+        return cls(shards, template.config)
+
+    def add(self, embeddings: np.ndarray) -> None:
+        """Append vectors at rows len(self).. : they go to the last shard."""
+        self.shards[-1].add(embeddings)
+
+    def search(self, queries: np.ndarray, k: int) -> SearchResult:
+        return merge_top_k(self._shard_results(queries, k), self.shard_sizes(), k)
+
+    def _shard_results(self, queries: np.ndarray, k: int) -> list[SearchResult]:
+        return [s.search(queries, k) for s in self.shards]
+
+    def save(self, folder: str | Path) -> None:
+        """Each shard to its own file, each by atomic rename."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for shard, path in zip(self.shards, shard_files(folder, len(self.shards))):
+            tmp = path.with_name(path.name + ".tmp")
+            shard.save(tmp)
+            os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, paths: Sequence[Path], config: IndexConfig, mmap: bool = False) -> "ShardedIndex":
+        return cls([DenseIndex.load(p, config, mmap=mmap) for p in paths], config)
+
+
+def merge_top_k(results: Sequence[SearchResult], sizes: Sequence[int], k: int) -> SearchResult:
+    """The best k of every shard's top-k, shard rows turned into store rows; ties keep row order."""
+    offsets = np.cumsum([0] + list(sizes[:-1]))
+    rows = np.concatenate([np.where(r.rows >= 0, r.rows + off, -1) for r, off in zip(results, offsets)], axis=1)
+    scores = np.concatenate([r.scores for r in results], axis=1).astype(np.float32)
+    keyed = np.where(rows >= 0, scores, -np.inf)
+    order = np.argsort(-keyed, axis=1, kind="stable")[:, :k]
+    top_rows = np.take_along_axis(rows, order, axis=1)
+    top_scores = np.where(top_rows >= 0, np.take_along_axis(scores, order, axis=1), MISSING_SCORE)
+    return SearchResult(np.ascontiguousarray(top_scores, np.float32), np.ascontiguousarray(top_rows, np.int64))

@@ -1,0 +1,308 @@
+"""Joint end-to-end training from (question, answers) pairs only, as REALM and RAG do.
+
+Each step: embed the questions with the query encoder (gradients on), retrieve the top-K passages
+from the index, score them p(z|q) = softmax(q . d_z), and minimize the negative marginal
+log-likelihood -log sum_z p(z|q) p(y|q,z) of the reader (weak supervision: spans matching an
+answer string) or the generator (the first answer as target). The gradient reaches the reader or
+generator and, through q . d_z, the query encoder. Passage vectors come from the index and stay
+fixed; with `refresh_every=N` the passage encoder is trained too and every N steps all passages
+are re-encoded and the index rebuilt (REALM's refresh, RAG-end2end).
+
+A checkpoint folder:
+    checkpoint.json     format, step, settings, and the index encoder it is compatible with
+    reader/             the span reader (rag.read) or generator (rag.generate), loadable by `rag ask --reader`
+    query_encoder/      the fine-tuned query tower (sentence-transformers folder; `load_encoder(path)` loads it)
+    passage_encoder/    with refresh only: the fine-tuned passage tower
+    index/              with refresh only: an index folder re-encoded by passage_encoder/
+    training_state.pt   optimizer state and position, to resume
+    train_log.jsonl     one line per step: loss, questions used
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rag.build import IndexFolder, Manifest, open_index
+from rag.encoders import Encoder, EncoderConfig, SentenceTransformerEncoder
+from rag.types import QAExample, RagError
+
+CHECKPOINT_FORMAT = "rag-train-checkpoint v1"
+CHECKPOINT_FILE, STATE_FILE, LOG_FILE = "checkpoint.json", "training_state.pt", "train_log.jsonl"
+DEFAULT_READER_CHECKPOINT = "checkpoints/reader-default"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    questions: str  # QA file (NQ-open JSONL, WebQuestions, DPR TSV ...), read by rag.qa_data.load_qa
+    index: str = "indexes/default"
+    out: str = DEFAULT_READER_CHECKPOINT
+    reader: str = "default"  # span reader to start from ("default", a reader folder, a hub QA id) or "rag-sequence"/"rag-token"
+    generator: str | None = None  # seq2seq model for rag-sequence/rag-token (hub id or path)
+    k: int = 8  # passages retrieved per question
+    epochs: int = 1
+    max_questions: int = 0  # 0: all
+    batch_size: int = 2  # questions per optimizer step
+    reader_lr: float = 1e-4  # the span head starts from zero knowledge: a higher rate than BERT fine-tuning's 3e-5
+    query_lr: float = 2e-5
+    train_query_encoder: bool = True  # False: the reader alone learns (a baseline for joint training)
+    refresh_every: int = 0  # >0: train the passage encoder too, re-encode passages and rebuild the index every N steps
+    max_length: int = 160  # reader input tokens: question + title + a 100-word passage mostly fit
+    save_every: int = 200  # steps between checkpoints (and one at the end)
+    seed: int = 0
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    steps: int
+    questions_seen: int
+    questions_used: int  # in this run (not before a resume): those with an answer in their top-K passages (the rest give no signal)
+    mean_loss: float
+    checkpoint: str
+
+
+class QueryTower:
+    """A sentence-transformers encoder as a trainable module: grad-enabled, unit-norm embeddings."""
+
+    def __init__(self, encoder: SentenceTransformerEncoder):
+        self.encoder = encoder
+        self.model = encoder.model
+
+    def embed(self, texts: list[str]):
+        import torch
+
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # sentence-transformers >= 6 renamed it
+        features = {k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in prepare(texts).items()}
+        vectors = self.model(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.encoder.normalized else vectors
+
+
+def train(config: TrainConfig, examples: list[QAExample] | None = None, progress: bool = True) -> TrainReport:
+    """Run (or resume) joint training; writes checkpoints to `config.out`."""
+    import torch
+    from tqdm import tqdm
+
+    from rag.encoders import passage_text
+
+    if config.refresh_every < 0 or config.k < 1 or config.batch_size < 1:
+        raise RagError("refresh_every must be >= 0, k and batch_size >= 1")
+    out = Path(config.out)
+    folder = open_index(config.index)
+    if examples is None:
+        from rag.qa_data import load_qa
+
+        examples = load_qa(config.questions)
+    examples = list(examples)
+    if config.max_questions:
+        examples = examples[: config.max_questions]
+    if not examples:
+        raise RagError(f"{config.questions}: no questions to train on")
+
+    state = _read_checkpoint(out) if (out / CHECKPOINT_FILE).exists() else None
+    if state and state["index_encoder"] != folder.manifest.encoder and not config.refresh_every:
+        raise RagError(f"{out} was trained against an index built with {state['index_encoder']!r}, {config.index} uses {folder.manifest.encoder!r}")
+    torch.manual_seed(config.seed)
+    reader = _load_trainable_reader(config, out / "reader" if state else None)
+    query_encoder = _load_tower(out / "query_encoder" if state else None, folder, config.device)
+    passage_encoder = _load_tower(out / "passage_encoder" if state else None, folder, config.device) if config.refresh_every else None
+    vectors = passage_vectors(open_index(out / "index") if state and config.refresh_every else folder)
+    from rag.index import DenseIndex
+
+    dense = DenseIndex.build(vectors)
+
+    params = [{"params": [p for p in reader.model.parameters() if p.requires_grad], "lr": config.reader_lr}]
+    if config.train_query_encoder:
+        params.append({"params": list(query_encoder.model.parameters()), "lr": config.query_lr})
+    if passage_encoder is not None:
+        params.append({"params": list(passage_encoder.model.parameters()), "lr": config.query_lr})
+    optimizer = torch.optim.AdamW(params, weight_decay=0.0)
+    step = 0
+    if state:
+        saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        step = saved["step"]
+
+    order = _question_order(len(examples), config.epochs, config.seed)
+    batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+    reader.model.train()
+    query_encoder.model.train(config.train_query_encoder)
+    used_total, losses = 0, []
+    log_lines = (out / LOG_FILE).read_text().splitlines() if state and (out / LOG_FILE).exists() else []
+    bar = tqdm(total=len(batches), initial=step, desc="joint training", unit=" steps", disable=not progress, file=sys.stderr)
+    try:
+        for batch in batches[step:]:
+            questions = [examples[i] for i in batch]
+            with torch.set_grad_enabled(config.train_query_encoder):
+                q = query_encoder.embed([e.question for e in questions])
+            rows = dense.search(q.detach().float().cpu().numpy(), config.k).rows
+            batch_lls = []
+            for b, example in enumerate(questions):
+                row_list = [int(r) for r in rows[b] if r >= 0]
+                passages = folder.store.get_rows(row_list)
+                if passage_encoder is not None:
+                    d = passage_encoder.embed([passage_text(p) for p in passages])
+                else:
+                    d = torch.as_tensor(vectors[row_list], device=q.device)
+                ll = reader.answer_log_likelihood(example.question, passages, d @ q[b], example.answers)
+                if ll is not None and torch.isfinite(ll):
+                    batch_lls.append(ll)
+            step += 1
+            used_total += len(batch_lls)
+            if batch_lls:
+                loss = -torch.stack(batch_lls).mean()
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", used=used_total)
+            log_lines.append(json.dumps({"step": step, "loss": losses[-1] if batch_lls else None, "used": len(batch_lls), "questions": len(batch)}))
+            bar.update(1)
+            if config.refresh_every and step % config.refresh_every == 0 and step < len(batches):
+                vectors = _encode_all(folder, passage_encoder, progress)
+                dense = DenseIndex.build(vectors)
+            if step % config.save_every == 0 or step == len(batches):
+                _save(out, config, folder, reader, query_encoder, passage_encoder, optimizer, step, log_lines, progress)
+    finally:
+        bar.close()
+    return TrainReport(step, len(order), used_total, float(np.mean(losses)) if losses else float("nan"), str(out))
+
+
+def passage_vectors(folder: IndexFolder) -> np.ndarray:
+    """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes)."""
+    if folder.manifest.index.get("kind") == "ivfpq":
+        raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
+    index = folder.dense._index
+    return np.ascontiguousarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
+
+
+def load_query_encoder(checkpoint: str | Path, index: IndexFolder, device: str | None = None) -> Encoder:
+    """The fine-tuned query tower of a checkpoint, for searching `index`.
+
+    A trained query tower is a query-side variant of the encoder the index was built with: it is
+    only valid against an index whose manifest names that encoder (recorded in checkpoint.json).
+    """
+    checkpoint = Path(checkpoint)
+    state = _read_checkpoint(checkpoint)
+    if state["index_encoder"] != index.manifest.encoder:
+        hint = f" (use --index {checkpoint / 'index'})" if (checkpoint / "index").exists() else ""
+        raise RagError(f"{checkpoint}'s query encoder was trained for indexes built with {state['index_encoder']!r}; {index.path} was built with {index.manifest.encoder!r}{hint}")
+    return SentenceTransformerEncoder(EncoderConfig(spec=str(checkpoint / "query_encoder"), device=device))
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / CHECKPOINT_FILE).exists()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _read_checkpoint(folder: Path) -> dict:
+    try:
+        data = json.loads((folder / CHECKPOINT_FILE).read_text())
+    except FileNotFoundError as e:
+        raise RagError(f"{folder} is not a training checkpoint (no {CHECKPOINT_FILE})") from e
+    except json.JSONDecodeError as e:
+        raise RagError(f"{folder / CHECKPOINT_FILE}: invalid JSON ({e})") from e
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise RagError(f"{folder / CHECKPOINT_FILE}: format {data.get('format')!r}, this version of rag reads {CHECKPOINT_FORMAT!r}")
+    return data
+
+
+def _load_trainable_reader(config: TrainConfig, saved: Path | None):
+    if config.reader in ("rag-sequence", "rag-token"):
+        from rag.generate import GeneratorConfig, RagGenerator
+
+        spec = str(saved) if saved else (config.generator or GeneratorConfig().model)
+        return RagGenerator(GeneratorConfig(model=spec, variant=config.reader.removeprefix("rag-"), device=config.device))
+    from rag.read import ReaderConfig, SpanReader
+
+    return SpanReader(ReaderConfig(model=str(saved) if saved else config.reader, device=config.device, max_length=config.max_length))
+
+
+def _load_tower(saved: Path | None, folder: IndexFolder, device: str | None) -> QueryTower:
+    spec = str(saved) if saved else folder.manifest.encoder
+    if spec.startswith("dpr:"):
+        raise RagError("joint training supports sentence-transformers encoders; this index uses a DPR encoder")
+    return QueryTower(SentenceTransformerEncoder(EncoderConfig(spec=spec, device=device)))
+
+
+def _question_order(n: int, epochs: int, seed: int) -> list[int]:
+    rng = random.Random(seed)
+    order = []
+    for _ in range(epochs):
+        epoch = list(range(n))
+        rng.shuffle(epoch)
+        order += epoch
+    return order
+
+
+def _encode_all(folder: IndexFolder, tower: QueryTower, progress: bool) -> np.ndarray:
+    """Every passage re-encoded by the (trained) passage tower: REALM's index refresh."""
+    from tqdm import tqdm
+
+    was_training = tower.model.training
+    tower.model.eval()
+    parts = []
+    with tqdm(total=len(folder.store), desc="refreshing passage vectors", unit=" passages", disable=not progress, file=sys.stderr) as bar:
+        for passages in folder.store.iter_batches(256):
+            parts.append(tower.encoder.encode_passages(passages))
+            bar.update(len(passages))
+    tower.model.train(was_training)
+    return np.concatenate(parts)
+
+
+def _save(out: Path, config: TrainConfig, folder: IndexFolder, reader, query_encoder: QueryTower, passage_encoder: QueryTower | None, optimizer, step: int, log_lines: list[str], progress: bool) -> None:
+    """Write a complete checkpoint into out.partial/, then swap it in: a crash never leaves half a checkpoint."""
+    import torch
+
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    reader.save(partial / "reader")
+    query_encoder.model.save(str(partial / "query_encoder"))
+    index_encoder = folder.manifest.encoder
+    if passage_encoder is not None:  # the saved index must hold the passage tower's current vectors
+        passage_encoder.model.save(str(partial / "passage_encoder"))
+        index_encoder = str((out / "passage_encoder").resolve())
+        _write_index(partial / "index", folder, _encode_all(folder, passage_encoder, progress), index_encoder)
+    torch.save({"optimizer": optimizer.state_dict(), "step": step}, partial / STATE_FILE)
+    (partial / LOG_FILE).write_text("".join(line + "\n" for line in log_lines))
+    (partial / CHECKPOINT_FILE).write_text(json.dumps({
+        "format": CHECKPOINT_FORMAT,
+        "step": step,
+        "index": str(Path(config.index).resolve()),
+        "index_encoder": index_encoder,
+        "config": asdict(config),
+    }, indent=2))
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(partial, out)
+    if progress:
+        print(f"saved checkpoint {out} at step {step}", file=sys.stderr)
+
+
+def _write_index(target: Path, folder: IndexFolder, vectors: np.ndarray, encoder_spec: str) -> None:
+    """An index folder over the same passages, with vectors from the fine-tuned passage encoder."""
+    from rag.build import FAISS_FILE, STORE
+    from rag.index import DenseIndex
+
+    target.mkdir(parents=True)
+    shutil.copy(folder.path / STORE, target / STORE)
+    dense = DenseIndex.build(vectors)
+    dense.save(target / FAISS_FILE)
+    manifest = Manifest(**{**asdict(folder.manifest), "encoder": encoder_spec, "index": asdict(dense.config), "extra": {**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())}})
+    manifest.write(target)
+

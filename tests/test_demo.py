@@ -1,0 +1,208 @@
+"""The Gradio demo: question checks, rendering, the HTTP API, and a real headless Chromium end to end.
+
+One demo server (real MiniLM, real FAISS + BM25, the default span reader) over the 300-passage
+`small_index` serves the API and browser tests; the screenshot lands in tests/artifacts/demo.png.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rag.app import MAX_QUESTION_CHARS, DemoConfig, DemoResult, ask, check_question, highlight, launch_demo, load_models, render_answer, render_passages
+from rag.types import Answer, Hit, Passage, RagError, Span
+
+# gradio's queue calls pandas options that pandas 3 deprecates: its warnings, not ours
+pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword is deprecated)")
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+QUESTION = "Who wrote Don Quixote?"  # "Don Quixote" is among the first 300 built-in passages
+
+
+def cards(html: str) -> int:
+    return len(re.findall(r'class="rag-card(?: has-answer)?"', html))
+
+
+# --- question checks and rendering (no models) ---------------------------------------------
+
+
+@pytest.mark.parametrize("question", ["", "   ", " \n\t ", None])
+def test_empty_questions_are_refused_with_a_message(question):
+    with pytest.raises(RagError, match="Type a question"):
+        check_question(question)
+
+
+def test_long_question_is_cut_at_a_word_and_the_page_says_so():
+    checked = check_question("why " * 25_600)  # 100 KB
+    assert len(checked.text) <= MAX_QUESTION_CHARS and checked.text.endswith("why")
+    assert "102,400 characters" in checked.notes[0]
+
+
+def test_non_latin_question_passes_unchanged():
+    assert check_question("  谁写了《堂吉诃德》？ ") .text == "谁写了《堂吉诃德》？"
+    assert check_question("Кто написал «Дон Кихота»?").notes == ()
+
+
+def test_highlight_marks_exact_offsets_and_escapes_html():
+    text = "<b>Cervantes</b> wrote Don Quixote & more"
+    start = text.index("Cervantes")
+    out = highlight(text, [Span("p", start, start + len("Cervantes")), Span("p", start + 2, start + 5), Span("p", 10, 999)])
+    assert out == '&lt;b&gt;<mark class="answer-span">Cervantes</mark>&lt;/b&gt; wrote Don Quixote &amp; more'
+
+
+def test_cards_highlight_only_the_passage_the_span_points_into():
+    a, b = Passage("a", "A", "Miguel de Cervantes wrote it."), Passage("b", "B", "Cervantes again.")
+    hits = (Hit(a, 0.9, 1), Hit(b, 0.5, 2))
+    answer = Answer("q", "Miguel de Cervantes", 0.7, hits[:1], (Span("a", 0, 19),))
+    html = render_passages(DemoResult("q", answer, hits))
+    assert html.count("<mark") == 1 and '<mark class="answer-span">Miguel de Cervantes</mark>' in html
+    assert cards(html) == 2 and "#2" in html
+    page = render_answer(DemoResult("q", answer, hits))
+    assert "Miguel de Cervantes" in page and "score 0.700 · in 1 of 2 passages" in page
+
+
+def test_missing_index_gives_a_page_message_with_the_build_command(tmp_path):
+    models = load_models(DemoConfig(index=str(tmp_path / "nope")))
+    assert models.pipelines == {} and "no index" in models.problem
+    assert models.fix == f"rag index build --corpus default --out {tmp_path / 'nope'}"
+    page = render_answer(ask(models, QUESTION, "dense", 5))
+    assert "rag index build --corpus default" in page and "Traceback" not in page
+
+
+def test_unknown_retriever_is_a_clear_error(small_index):
+    with pytest.raises(RagError, match="valid: dense, bm25, hybrid"):
+        load_models(DemoConfig(index=str(small_index.path), retrievers=("dense", "tfidf")))
+
+
+def test_cli_parses_demo_options():
+    from rag.cli import build_parser, cmd_demo
+
+    args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25"])
+    assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25"])
+    assert build_parser().parse_args(["demo"]).host == "127.0.0.1"  # localhost unless asked
+    with pytest.raises(RagError, match="k must be between 1 and 20"):
+        DemoConfig(k=50)
+
+
+# --- one real server ------------------------------------------------------------------------
+
+
+class ReadTimes:
+    """Wraps the real reader and records when each read ran, to check that the queue serializes them."""
+
+    def __init__(self, reader):
+        self.reader, self.intervals, self._lock = reader, [], threading.Lock()
+
+    def read(self, questions, hits):
+        start = time.perf_counter()
+        try:
+            return self.reader.read(questions, hits)
+        finally:
+            with self._lock:
+                self.intervals.append((start, time.perf_counter()))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo(small_index):
+    config = DemoConfig(index=str(small_index.path), k=5, port=_free_port())
+    models = load_models(config)
+    times = ReadTimes(models.pipelines["dense"].reader)
+    for pipeline in models.pipelines.values():
+        pipeline.reader = times
+    app = launch_demo(config, models, block=False)
+    assert app.local_url.startswith("http://127.0.0.1:")  # localhost unless asked otherwise
+    try:
+        yield app.local_url, times
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def client(demo):
+    from gradio_client import Client
+
+    return Client(demo[0], verbose=False)
+
+
+@pytest.mark.parametrize("kind", ["dense", "bm25", "hybrid"])
+def test_api_answers_with_each_retriever(client, kind):
+    answer_html, passages_html = client.predict(QUESTION, kind, 3, api_name="/ask")
+    assert 'class="rag-answer"' in answer_html
+    assert cards(passages_html) == 3 and "Don Quixote" in passages_html
+    assert passages_html.count('<mark class="answer-span">') >= 1
+
+
+@pytest.mark.parametrize(
+    "question, expected",
+    [("   ", "Type a question first."), ("x " * 50_000, "100,000 characters"), ("谁写了堂吉诃德？", '<mark class="answer-span">'), ("Кто написал Дон Кихота?", '<mark class="answer-span">')],
+    ids=["whitespace", "100KB", "chinese", "russian"],
+)
+def test_api_odd_questions_get_a_message_or_an_answer(client, question, expected):
+    start = time.perf_counter()
+    answer_html, passages_html = client.predict(question, "dense", 5, api_name="/ask")
+    assert expected in answer_html + passages_html
+    assert "Traceback" not in answer_html + passages_html
+    assert time.perf_counter() - start < 20
+
+
+@pytest.mark.parametrize("k, message", [(0, "less than minimum value 1"), (10_000, "greater than maximum value 20")])
+def test_api_refuses_k_outside_the_slider_range(client, k, message):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(QUESTION, "bm25", k, api_name="/ask")
+
+
+def test_concurrent_questions_are_queued_not_run_in_parallel(demo, client):
+    times = demo[1]
+    times.intervals.clear()
+    jobs = [client.submit(q, "dense", 5, api_name="/ask") for q in (QUESTION, "Who painted the Arnolfini Portrait?", "Where is the Eiffel Tower?", "What is Dune about?")]
+    results = [job.result(timeout=60) for job in jobs]
+    assert all('class="rag-answer' in answer for answer, _ in results)
+    spans = sorted(times.intervals)
+    assert len(spans) == 4
+    assert all(prev_end <= next_start for (_, prev_end), (next_start, _) in zip(spans, spans[1:])), spans
+
+
+# --- a real browser -------------------------------------------------------------------------
+
+
+def test_browser_question_to_answer_with_highlighted_passage(demo):
+    if not CHROMIUM.exists():
+        pytest.skip(f"Debian's chromium is not installed at {CHROMIUM}: `make test` installs it with apt-get, which was unavailable here")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    url = demo[0]
+    outside = []  # requests that would leave localhost: none expected (no analytics, fonts or CDNs)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1000})
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((url.rstrip("/"), "data:", "blob:")) else None)
+            page.goto(url)
+            page.get_by_label("Question").fill(QUESTION)
+            page.get_by_role("button", name="Ask").click()
+            page.locator("#answer .rag-answer-text").wait_for(timeout=30_000)
+            mark = page.locator("#passages mark.answer-span").first
+            mark.wait_for(timeout=10_000)
+            answer = page.locator("#answer .rag-answer-text").inner_text()
+            assert answer.strip() and answer.strip() in page.locator("#passages").inner_text()
+            assert page.locator("#passages .rag-card").count() == 5
+            assert "Don Quixote" in page.locator("#passages .rag-title").all_inner_texts()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "demo.png").stat().st_size > 10_000
+    assert outside == []

@@ -1,0 +1,123 @@
+"""The span reader: real MiniLM BERT, hand-made passages, brute-force oracles for its marginals."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import pytest
+
+from rag.metrics import normalize_answer
+from rag.read import ReaderConfig, SpanReader, answer_span_mask
+from rag.types import Hit, Passage
+
+FRANCE = Passage("fr", "France", "France is a country in Western Europe. Its capital is Paris, on the Seine.")
+SEINE = Passage("se", "Seine", "The Seine flows through Paris before reaching the English Channel at Le Havre.")
+HAMLET = Passage("ha", "Hamlet", "Hamlet is a tragedy written by William Shakespeare around 1600.")
+QUESTION = "what is the capital of france?"
+
+
+@pytest.fixture(scope="module")
+def reader():
+    import torch
+
+    torch.manual_seed(0)  # the span head of the untrained reader is random
+    return SpanReader(ReaderConfig(max_length=64, max_answer_tokens=6, spans_per_passage=4))
+
+
+def hits_of(passages, scores):
+    return [Hit(p, s, i) for i, (p, s) in enumerate(zip(passages, scores), 1)]
+
+
+def test_tokenizer_reads_real_words(reader):
+    ids = reader.tokenizer("who wrote hamlet?")["input_ids"]
+    assert reader.tokenizer.unk_token_id not in ids and len(ids) == 6
+
+
+def test_token_offsets_point_into_passage_text(reader):
+    passages = [FRANCE, HAMLET]
+    inputs = reader.encode(QUESTION, passages)
+    for k, p in enumerate(passages):
+        ids = inputs.features["input_ids"][k].tolist()
+        for t, (s, e) in enumerate(inputs.token_chars[k]):
+            if s >= 0:  # a passage token: its characters are the text it was made from
+                assert p.text[s:e].lower() == reader.tokenizer.convert_ids_to_tokens(ids[t]).removeprefix("##")
+        # the title and the question are never span candidates
+        assert not inputs.candidates[k][: ids.index(reader.tokenizer.sep_token_id) + 3].any()
+
+
+def test_answer_matches_are_whole_words_at_exact_offsets(reader):
+    passages = [FRANCE, SEINE, HAMLET]
+    inputs = reader.encode(QUESTION, passages)
+    mask = answer_span_mask(inputs.token_chars, passages, ("paris",), max_answer_tokens=6)
+    found = {(k, int(inputs.token_chars[k, s, 0]), int(inputs.token_chars[k, e, 1])) for k, s, e in zip(*mask.nonzero())}
+    assert found == {(0, FRANCE.text.index("Paris"), FRANCE.text.index("Paris") + 5), (1, SEINE.text.index("Paris"), SEINE.text.index("Paris") + 5)}
+    two_words = answer_span_mask(inputs.token_chars, passages, ("William Shakespeare", "Shakes"), max_answer_tokens=6)
+    (k, s, e), = zip(*two_words.nonzero())
+    assert HAMLET.text[inputs.token_chars[k, s, 0] : inputs.token_chars[k, e, 1]] == "William Shakespeare"
+
+
+def brute_force_answer(reader, question, hits):
+    """The same answer by explicit loops: one passage at a time, every allowed span enumerated."""
+    import torch
+
+    cfg = reader.config
+    selects, per_passage = [], []
+    with torch.no_grad():
+        for hit in hits:
+            inputs = reader.encode(question, [hit.passage])
+            start, end, select = reader.model(inputs.features)
+            chars = inputs.token_chars[0]
+            spans = [(s, e) for s in range(len(chars)) for e in range(s, min(len(chars), s + cfg.max_answer_tokens)) if chars[s, 0] >= 0 and chars[e, 0] >= 0]
+            logits = [float(start[0, s] + end[0, e]) for s, e in spans]
+            z = math.log(sum(math.exp(x) for x in logits))
+            ranked = sorted(zip(logits, spans), reverse=True)[: cfg.spans_per_passage]
+            per_passage.append([(math.exp(x - z), hit.passage.text[chars[s, 0] : chars[e, 1]]) for x, (s, e) in ranked])
+            selects.append(float(select[0]))
+    logits = [cfg.score_scale * h.score + sel for h, sel in zip(hits, selects)]
+    norm = sum(math.exp(x) for x in logits)
+    totals = defaultdict(float)
+    for logit, spans in zip(logits, per_passage):
+        for p_span, text in spans:
+            totals[normalize_answer(text)] += math.exp(logit) / norm * p_span
+    return max(totals.items(), key=lambda kv: kv[1])
+
+
+def test_answer_probability_is_marginalized_over_passages(reader):
+    hits = hits_of([FRANCE, SEINE, HAMLET], [0.61, 0.55, 0.12])
+    answer = reader.read([QUESTION], [hits])[0]
+    text, score = brute_force_answer(reader, QUESTION, hits)
+    assert normalize_answer(answer.text) == text
+    assert answer.score == pytest.approx(score, rel=1e-4)
+    for span in answer.spans:  # every span reads the answer, at exact offsets of its passage
+        passage = next(h.passage for h in answer.evidence if h.passage.id == span.passage_id)
+        assert normalize_answer(passage.text[span.start : span.end]) == text
+
+
+def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
+    import torch
+
+    from rag.pipeline import load_reader
+
+    hits = hits_of([SEINE, HAMLET, FRANCE], [0.5, 0.1, 0.5])
+    scores = torch.tensor([h.score for h in hits])
+    reader.model.train()
+    optimizer = torch.optim.Adam(reader.model.parameters(), lr=1e-4)
+    for _ in range(8):
+        loss = -reader.answer_log_likelihood(QUESTION, [FRANCE, HAMLET], scores[1:], ("Paris",))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    reader.model.eval()
+    assert reader.answer_log_likelihood(QUESTION, [HAMLET], scores[:1], ("Paris",)) is None  # no passage holds it: no signal
+
+    answer = reader.read([QUESTION], [hits])[0]
+    assert answer.text == "Paris" and answer.score > 0.3
+    assert {h.passage.id for h in answer.evidence} <= {"fr", "se"}
+    at_fr, at_se = FRANCE.text.index("Paris"), SEINE.text.index("Paris")
+    assert answer.spans and {(s.passage_id, s.start, s.end) for s in answer.spans} <= {("fr", at_fr, at_fr + 5), ("se", at_se, at_se + 5)}
+
+    reader.save(tmp_path / "reader")
+    again = load_reader(str(tmp_path / "reader"))
+    reloaded = again.read([QUESTION], [hits])[0]
+    assert (reloaded.text, reloaded.spans) == (answer.text, answer.spans)
+    assert reloaded.score == pytest.approx(answer.score, rel=1e-4)
