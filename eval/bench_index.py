@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--passages", type=int, default=2000, help="passages of the built-in corpus (0 = all)")
     ap.add_argument("--questions", type=int, default=500, help="NQ-open dev questions used as queries")
     ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating encoding rounds; the best time of each side counts")
     args = ap.parse_args()
 
     passages = list(read_passages("default"))
@@ -45,17 +46,20 @@ def main() -> None:
     encoder.model.encode(texts[:64], batch_size=64)  # warm-up: first-call allocations are not encoding speed
 
     # Encoding: rag's store-backed shard encoder vs a bare SentenceTransformer.encode on the same texts.
+    # Rounds alternate and each side keeps its best time: on a shared machine, load comes and goes.
+    rag_s = bare_s = float("inf")
     with tempfile.TemporaryDirectory() as tmp, PassageStore(Path(tmp) / "s.sqlite") as store:
         store.add(passages)
-        t0 = time.perf_counter()
-        vectors = encode_shard(store, encoder, 0, len(store))
-        rag_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bare = encoder.model.encode(texts, batch_size=64, normalize_embeddings=True)
-    bare_s = time.perf_counter() - t0
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            vectors = encode_shard(store, encoder, 0, len(store))
+            rag_s = min(rag_s, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            bare = encoder.model.encode(texts, batch_size=64, normalize_embeddings=True)
+            bare_s = min(bare_s, time.perf_counter() - t0)
     assert np.allclose(vectors, bare, atol=1e-4), "rag's vectors differ from the bare encoder's"
     n = len(passages)
-    print(f"\nencoding {n} passages (all-MiniLM-L6-v2, CPU)")
+    print(f"\nencoding {n} passages (all-MiniLM-L6-v2, CPU, best of {args.rounds} alternating rounds)")
     print(f"  rag encode_shard          {n / rag_s:8.1f} passages/s")
     print(f"  SentenceTransformer.encode {n / bare_s:7.1f} passages/s   (baseline)")
     print(f"  ratio rag / baseline       {bare_s / rag_s:7.2f}x")

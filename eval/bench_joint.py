@@ -8,7 +8,9 @@ them too), 1 epoch, from (question, answers) pairs only. Evaluate: a fixed rando
 EfficientQA dev questions over the built-in corpus, with the same K passages read.
 Before = the index's own query encoder + the untrained MiniLM span head; after = the checkpoint.
 Prints EM/F1 and top-1/5/20 accuracy side by side, the training cost, and the ceiling (share of
-evaluation questions whose answer occurs anywhere in the corpus). Numbers go to
+evaluation questions whose answer occurs anywhere in the corpus); then, retrieval alone being
+cheap, top-k accuracy of both query encoders on all 1,800 EfficientQA dev questions, with the
+questions each k gained and lost. Numbers go to
 eval/out/bench_joint.json; the checkpoint to --out (default eval/out/joint-reader).
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from rag.build import open_index  # noqa: E402
-from rag.evaluate import answer_ceiling, evaluate_qa  # noqa: E402
+from rag.evaluate import answer_ceiling, evaluate_qa, evaluate_retrieval  # noqa: E402
 from rag.metrics import first_hit_rank, normalize_answer  # noqa: E402
 from rag.pipeline import Pipeline, load_pipeline  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
@@ -48,7 +50,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=2)
     ap.add_argument("--reader-lr", type=float, default=1e-4)
     ap.add_argument("--query-lr", type=float, default=2e-5)
-    ap.add_argument("--out", default="eval/out/joint-reader")
+    ap.add_argument("--out", default="eval/out/joint-reader", help="checkpoint folder")
+    ap.add_argument("--json", default="eval/out/bench_joint.json", help="where all numbers go")
     args = ap.parse_args()
 
     import torch
@@ -90,7 +93,15 @@ def main() -> None:
     print(f"\njoint training: {report.questions_used} questions used of {report.questions_seen}, {report.steps} steps of {args.batch_size}, "
           f"mean loss {report.mean_loss:.3f}, {train_seconds / 60:.1f} min on {torch.get_num_threads()} CPU threads "
           f"({train_seconds / max(report.questions_seen, 1):.2f} s/question)")
-    write_json("eval/out/bench_joint.json", {
+    # Retrieval alone is cheap: compare the two query encoders on every EfficientQA dev question.
+    everything = load_qa(SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl")
+    full = evaluate_retrieval({"base query encoder": retriever, "joint-trained query encoder": tuned.retriever}, everything, (1, 5, 20, 100))
+    print(f"\n{full.table()}")
+    base, joint = (full.runs[name].first_hits for name in ("base query encoder", "joint-trained query encoder"))
+    changes = {k: (sum(_within(j, k) and not _within(b, k) for b, j in zip(base, joint)), sum(_within(b, k) and not _within(j, k) for b, j in zip(base, joint))) for k in full.ks}
+    print("questions gained / lost by joint training: " + ", ".join(f"top-{k} +{g}/-{lost}" for k, (g, lost) in changes.items()))
+    write_json(args.json, {
+        "full_retrieval": {**full.accuracy(), "gained_lost": {str(k): v for k, v in changes.items()}},
         "settings": vars(args),
         "evaluation_questions": len(evaluation),
         "ceiling": ceiling,
@@ -98,6 +109,10 @@ def main() -> None:
         "before": before.to_json(),
         "after": after.to_json(),
     })
+
+
+def _within(rank: int | None, k: int) -> bool:
+    return rank is not None and rank <= k
 
 
 if __name__ == "__main__":

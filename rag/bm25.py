@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import sys
+import threading
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,7 @@ class Tokenizer:
         elif config.stopwords is not None:
             raise RagError(f"unknown stopword list {config.stopwords!r}; valid: en, or none")
         self._stem = None
+        self._lock = threading.Lock()
         if config.stemmer:
             import Stemmer
 
@@ -77,7 +79,10 @@ class Tokenizer:
 
     def __call__(self, text: str) -> list[str]:
         words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text).lower()) if w not in self.stopwords]
-        return self._stem(words) if self._stem else words
+        if not self._stem:
+            return words
+        with self._lock:  # a PyStemmer stemmer is not thread-safe (the demo searches from worker threads)
+            return self._stem(words)
 
 
 def passage_tokens_text(p: Passage) -> str:
@@ -179,10 +184,13 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
     folder = Path(index.path) / FOLDER
     sources = [s.get("sha256", "") for s in index.manifest.sources]
     meta = read_meta(folder)
+    why = "missing" if meta is None else "stale"
     if meta is not None and meta["passages"] == len(index.store) and meta["sources"] == sources and meta["config"] == asdict(config):
-        return BM25Index.load(folder)
+        try:
+            return BM25Index.load(folder)
+        except (OSError, ValueError, KeyError) as e:  # a damaged folder is rebuilt like a missing one
+            why = f"unreadable ({e})"
     if progress:
-        why = "missing" if meta is None else "stale"
         print(f"BM25 index for {index.path} is {why}: building it from {len(index.store)} stored passages", file=sys.stderr)
     bm25 = BM25Index.build_from_store(index.store, config, sources, progress)
     if save or (save is None and os.access(index.path, os.W_OK)):

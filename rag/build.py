@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from rag.corpus import ReadReport, SplitConfig, detect_format, read_passages
-from rag.encoders import Encoder, EncoderConfig, load_encoder
+from rag.encoders import Encoder, EncoderConfig, load_encoder, passage_text
 from rag.index import DenseIndex, IndexConfig
 from rag.sharded import SHARD_DIR, ShardedIndex, shard_files
 from rag.store import PassageStore
@@ -86,13 +86,7 @@ class IndexFolder:
         self.path, self.manifest, self.store, self.dense = path, manifest, store, dense
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
-        result = self.dense.search(query_vectors, k)
-        valid = result.rows[result.rows >= 0]
-        passages = dict(zip(valid.tolist(), self.store.get_rows(valid.tolist())))
-        return [
-            [Hit(passages[int(r)], float(s), rank) for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores) if r >= 0), 1)]
-            for rows, scores in zip(result.rows, result.scores)
-        ]
+        return self.store.hits(self.dense.search(query_vectors, k))
 
     def load_encoder(self, config: EncoderConfig | None = None) -> Encoder:
         """The encoder this index was built with (device/batch size may differ)."""
@@ -275,12 +269,19 @@ def shard_paths(shard_dir: Path, n: int, shard_size: int) -> list[Path]:
 
 
 def encode_shard(store: PassageStore, encoder: Encoder, start: int, stop: int, on_batch: Callable[[int], None] = lambda n: None, batch: int = 256) -> np.ndarray:
-    """Vectors for store rows [start, stop), encoded `batch` passages at a time."""
-    parts = []
-    for passages in store.iter_batches(batch, start, stop):
-        parts.append(encoder.encode_passages(passages))
-        on_batch(len(passages))
-    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+    """Vectors for store rows [start, stop), in row order, encoded `batch` passages at a time.
+
+    The rows are encoded longest first, so each batch holds passages of similar length and
+    little padding is computed; a shard (4,096 passages by default) fits in memory for that.
+    """
+    passages = [p for chunk in store.iter_batches(4096, start, stop) for p in chunk]
+    order = np.argsort([-len(passage_text(p)) for p in passages], kind="stable")
+    vectors = np.zeros((len(passages), encoder.dim), np.float32)
+    for lo in range(0, len(passages), batch):
+        rows = order[lo : lo + batch]
+        vectors[rows] = encoder.encode_passages([passages[i] for i in rows])
+        on_batch(len(rows))
+    return vectors
 
 
 def encode_store_shards(store_path: Path, shard_dir: Path, shard_size: int, encoder: Encoder, progress: bool = True) -> None:

@@ -29,9 +29,10 @@ def cmd_index_build(args) -> None:
         corpus=args.corpus,
         fmt=args.format,
         encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16),
-        index=IndexConfig(kind=args.kind),
+        index=IndexConfig(kind=args.kind, opq=args.opq),
         split=SplitConfig(words_per_passage=args.words_per_passage),
         shard_size=args.shard_size,
+        index_shards=args.index_shards,
         on_error="skip" if args.skip_bad else "raise",
         overwrite=args.overwrite,
     )
@@ -88,7 +89,7 @@ def cmd_search(args) -> None:
     from rag.build import open_index
     from rag.retrieve import load_retriever
 
-    retriever = load_retriever(open_index(args.index), args.retriever, config=_hybrid_config(args))
+    retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
     for hit in retriever.retrieve([args.question], args.k)[0]:
         print(f"{hit.rank:>3}. [{hit.score:.4f}] {hit.passage.title} ({hit.passage.id})")
         print(f"     {_clip(hit.passage.text, args.width)}")
@@ -204,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--fp16", action="store_true", help="half precision encoding on GPU")
     b.add_argument("--shard-size", type=int, default=4096, help="passages per embedding shard (the most a killed build re-encodes)")
+    b.add_argument("--index-shards", type=int, default=1, help="split the FAISS index into N files; search merges their exact top-k")
+    b.add_argument("--opq", action="store_true", help="with --kind ivfpq: OPQ rotation before PQ (better recall, same bytes/vector)")
     b.add_argument("--overwrite", action="store_true", help="rebuild an existing index folder")
     b.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="encode shards as Ray tasks; no ADDRESS starts a local cluster")
     b.add_argument("--ray-workers", type=int, default=None, help="Ray encoding tasks at once (default: one per GPU, else per 2 CPUs)")
@@ -223,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", default=DEFAULT_INDEX)
     s.add_argument("-k", type=int, default=5)
     s.add_argument("--width", type=int, default=300, help="characters of passage text to print")
+    s.add_argument("--mmap", action="store_true", help="memory-map the FAISS index instead of reading it (indexes larger than RAM)")
     s.add_argument("--retriever", default="dense", choices=("dense", "bm25", "hybrid"))
     _add_retriever_args(s)
     s.set_defaults(func=cmd_search)

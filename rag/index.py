@@ -60,7 +60,9 @@ def resolve_ivfpq(config: IndexConfig, n: int, dim: int) -> IndexConfig:
     # k-means for a PQ codebook of 2^nbits centroids needs ~39 points per centroid.
     nbits = min(config.pq_nbits, max(1, int(math.log2(max(2, n // 39)))))
     train = min(n, config.train_sample or max(65_536, 64 * nlist))
-    return IndexConfig(**{**asdict(config), "ivf_nlist": nlist, "ivf_nprobe": nprobe, "pq_m": m, "pq_nbits": nbits, "train_sample": train})
+    # OPQ below 8-bit codes (under ~10k vectors) crashes faiss 1.15 (heap corruption); such corpora get plain PQ.
+    opq = config.opq and nbits == 8
+    return IndexConfig(**{**asdict(config), "ivf_nlist": nlist, "ivf_nprobe": nprobe, "pq_m": m, "pq_nbits": nbits, "opq": opq, "train_sample": train})
 
 
 def training_rows(n: int, config: IndexConfig) -> np.ndarray:

@@ -47,7 +47,8 @@ class ReaderInputs:
 
     features: dict  # input_ids, attention_mask, token_type_ids: [K, L] tensors
     token_chars: np.ndarray  # [K, L, 2] char offsets into passage.text; (-1, -1) outside the passage text
-    candidates: object  # [K, L] bool torch tensor: tokens a span may start or end on
+    starts: object  # [K, L] bool torch tensor: tokens a span may start on (a word's first token in the passage text)
+    ends: object  # [K, L] bool torch tensor: tokens a span may end on (a word's last token)
 
 
 def span_reader_module(qa_model):
@@ -119,15 +120,16 @@ class SpanReader:
             prefix = len(seconds[i]) - len(p.text)
             in_passage = np.array([s == 1 for s in enc.sequence_ids(i)]) & (offsets[i, :, 0] >= prefix) & (offsets[i, :, 1] > offsets[i, :, 0])
             chars[i, in_passage] = offsets[i, in_passage] - prefix
+        starts, ends = word_boundaries(chars, [p.text for p in passages])
         features = {k: torch.as_tensor(v, device=self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-        return ReaderInputs(features, chars, torch.as_tensor(chars[:, :, 0] >= 0, device=self.device))
+        return ReaderInputs(features, chars, torch.as_tensor(starts, device=self.device), torch.as_tensor(ends, device=self.device))
 
     # --- scores ---------------------------------------------------------------------------
 
     def scores(self, inputs: ReaderInputs):
         """(span_log_probs [K, L, L] with -inf on invalid spans, selection logits [K])."""
         start, end, select = self.model(inputs.features)
-        return span_log_probs(start, end, inputs.candidates, self.config.max_answer_tokens), select
+        return span_log_probs(start, end, inputs.starts, inputs.ends, self.config.max_answer_tokens), select
 
     def passage_log_probs(self, retrieval_scores, select_logits):
         """log p(z | q) over the K passages: retrieval scores re-ranked by the selection head."""
@@ -207,11 +209,12 @@ class SpanReader:
         (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
 
 
-def span_log_probs(start, end, candidates, max_answer_tokens: int):
+def span_log_probs(start, end, starts, ends, max_answer_tokens: int):
     """log p(span | q, z) for every (start, end) token pair: [K, L, L], -inf where the span is not allowed.
 
-    A span lies inside the passage text, ends at or after its start, and has at most
-    `max_answer_tokens` tokens; the softmax runs over all allowed spans of a passage (REALM).
+    A span lies inside the passage text, begins and ends on word boundaries (`starts`, `ends`:
+    [K, L] bool), ends at or after its start and has at most `max_answer_tokens` tokens; the
+    softmax runs over all allowed spans of a passage (REALM).
     """
     import torch
 
@@ -219,11 +222,22 @@ def span_log_probs(start, end, candidates, max_answer_tokens: int):
     s_idx = torch.arange(length, device=start.device)
     width = s_idx[None, :] - s_idx[:, None]  # end - start
     allowed = (width >= 0) & (width < max_answer_tokens)
-    allowed = allowed[None] & candidates[:, :, None] & candidates[:, None, :]
+    allowed = allowed[None] & starts[:, :, None] & ends[:, None, :]
     scores = (start[:, :, None] + end[:, None, :]).masked_fill(~allowed, float("-inf"))
     norm = scores.flatten(1).logsumexp(-1)
     norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # a passage with no allowed span stays all -inf
     return scores - norm[:, None, None]
+
+
+def word_boundaries(token_chars: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """([K, L] may-start, [K, L] may-end): passage tokens that do not cut a run of letters/digits."""
+    starts, ends = np.zeros(token_chars.shape[:2], bool), np.zeros(token_chars.shape[:2], bool)
+    for i, text in enumerate(texts):
+        for t, (s, e) in enumerate(token_chars[i]):
+            if s >= 0:
+                starts[i, t] = s == 0 or not (text[s - 1].isalnum() and text[s].isalnum())
+                ends[i, t] = e == len(text) or not (text[e - 1].isalnum() and text[e].isalnum())
+    return starts, ends
 
 
 def answer_span_mask(token_chars: np.ndarray, passages: list[Passage], answers: tuple[str, ...], max_answer_tokens: int) -> np.ndarray:

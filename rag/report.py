@@ -42,12 +42,13 @@ def plot_accuracy(curves: dict[str, dict[int, float]], path: str | Path, title: 
     for name, accuracy in curves.items():
         ks = sorted(accuracy)
         ax.plot(ks, [100 * accuracy[k] for k in ks], marker="o", label=name)
-    for name, value in (levels or {}).items():
-        ax.axhline(100 * value, linestyle="--", linewidth=1, color="grey")
-        ax.annotate(name, (ax.get_xlim()[0], 100 * value), textcoords="offset points", xytext=(4, 3), fontsize=8, color="grey")
     ax.set_xscale("log")
     all_ks = sorted({k for accuracy in curves.values() for k in accuracy})
     ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    for name, value in (levels or {}).items():
+        ax.axhline(100 * value, linestyle="--", linewidth=1, color="grey")
+        # x in axes fractions, y in data: the label sits at the left end of its line whatever the scale
+        ax.text(0.01, 100 * value, name, transform=ax.get_yaxis_transform(), fontsize=8, color="grey", va="bottom")
     ax.set_xlabel("k (passages retrieved)")
     ax.set_ylabel("top-k accuracy (%)")
     ax.set_title(title, fontsize=10)

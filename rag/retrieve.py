@@ -9,13 +9,14 @@ hybrid  both, fused per question (HybridRetriever): reciprocal-rank fusion or a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rag.build import IndexFolder
 from rag.encoders import Encoder
-from rag.index import SearchResult
-from rag.store import PassageStore
 from rag.types import Hit, RagError
+
+if TYPE_CHECKING:
+    from rag.bm25 import BM25Index
 
 RETRIEVERS = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "linear")
@@ -39,24 +40,14 @@ class DenseRetriever:
 class BM25Retriever:
     """Question words -> BM25 over the index's passage store (NAME/bm25/, built on first use if missing)."""
 
-    def __init__(self, index: IndexFolder, bm25=None):
+    def __init__(self, index: IndexFolder, bm25: BM25Index | None = None):
         from rag.bm25 import bm25_for_index
 
         self.index = index
         self.bm25 = bm25 if bm25 is not None else bm25_for_index(index)
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
-        return hits_from_rows(self.index.store, self.bm25.search(list(questions), k))
-
-
-def hits_from_rows(store: PassageStore, result: SearchResult) -> list[list[Hit]]:
-    """Store rows and scores (rows -1 = no passage) -> ranked Hits, fetching each passage once."""
-    valid = sorted({int(r) for r in result.rows.ravel() if r >= 0})
-    passages = dict(zip(valid, store.get_rows(valid)))
-    return [
-        [Hit(passages[int(r)], float(s), rank) for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores) if r >= 0), 1)]
-        for rows, scores in zip(result.rows, result.scores)
-    ]
+        return self.index.store.hits(self.bm25.search(list(questions), k))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from rag.types import Passage, RagError
+from rag.types import Hit, Passage, RagError
 
 FORMAT = "rag-passages v1"
 
@@ -83,6 +83,18 @@ class PassageStore:
         if missing:
             raise RagError(f"rows {missing[:5]} not in {self.path} ({len(self)} passages)")
         return [found[int(r)] for r in rows]
+
+    def hits(self, result) -> list[list[Hit]]:
+        """A search result's rows and scores (rag.index.SearchResult; row -1 = none) -> ranked Hits.
+
+        Each distinct passage is fetched once, however many questions it answers.
+        """
+        valid = sorted({int(r) for r in result.rows.ravel() if r >= 0})
+        passages = dict(zip(valid, self.get_rows(valid)))
+        return [
+            [Hit(passages[int(r)], float(s), rank) for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores) if r >= 0), 1)]
+            for rows, scores in zip(result.rows, result.scores)
+        ]
 
     def get(self, passage_id: str) -> Passage:
         row = self._db.execute("SELECT id, title, text FROM passages WHERE id=?", (passage_id,)).fetchone()

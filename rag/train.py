@@ -179,7 +179,9 @@ def passage_vectors(folder: IndexFolder) -> np.ndarray:
     """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes)."""
     if folder.manifest.index.get("kind") == "ivfpq":
         raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
-    index = folder.dense._index
+    index = getattr(folder.dense, "_index", None)
+    if index is None or not hasattr(index, "reconstruct_n"):
+        raise RagError(f"{folder.path}: cannot read passage vectors back from this index; joint training needs a single flat or hnsw index")
     return np.ascontiguousarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
 
 

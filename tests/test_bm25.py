@@ -118,6 +118,14 @@ def test_bm25_for_index_builds_saves_loads_and_rebuilds_when_stale(small_index_c
         BM25Config(method="bm25-magic")
 
 
+def test_bm25_for_index_rebuilds_a_damaged_folder(small_index_copy, capsys):
+    bm25_for_index(small_index_copy, progress=False)
+    (small_index_copy.path / FOLDER / "data.csc.index.npy").unlink()
+    assert bm25_for_index(small_index_copy).passages == 300
+    assert "unreadable" in capsys.readouterr().err
+    assert (small_index_copy.path / FOLDER / "data.csc.index.npy").exists()
+
+
 def test_bm25_for_index_leaves_a_read_only_folder_alone(small_index_copy):
     index = small_index_copy
     bm25 = bm25_for_index(index, save=False, progress=False)

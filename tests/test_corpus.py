@@ -45,7 +45,7 @@ def test_wiki_passages_are_about_100_words_with_unique_ids(wiki_passages):
 
 
 def test_table_markup_is_removed():
-    passages = list(read_passages(shared("wikipedia/enwiki-table-markup.xml.bz2")))
+    passages = list(read_passages(shared(TABLE_DUMP.relative_to(TABLE_DUMP.parents[1]))))
     assert passages
     for p in passages:
         assert not any(m in p.text for m in MARKUP + ("||", "!!", "colspan", "rowspan", "class=")), p.text

@@ -41,8 +41,16 @@ def test_token_offsets_point_into_passage_text(reader):
         for t, (s, e) in enumerate(inputs.token_chars[k]):
             if s >= 0:  # a passage token: its characters are the text it was made from
                 assert p.text[s:e].lower() == reader.tokenizer.convert_ids_to_tokens(ids[t]).removeprefix("##")
-        # the title and the question are never span candidates
-        assert not inputs.candidates[k][: ids.index(reader.tokenizer.sep_token_id) + 3].any()
+        # the title and the question are never span candidates; spans never cut a word
+        assert not inputs.starts[k][: ids.index(reader.tokenizer.sep_token_id) + 3].any()
+        for t in inputs.starts[k].nonzero().flatten().tolist():
+            s = inputs.token_chars[k, t, 0]
+            assert s == 0 or not (p.text[s - 1].isalnum() and p.text[s].isalnum())
+        for t in inputs.ends[k].nonzero().flatten().tolist():
+            e = inputs.token_chars[k, t, 1]
+            assert e == len(p.text) or not (p.text[e - 1].isalnum() and p.text[e].isalnum())
+    word = reader.encode("q", [Passage("w", "", "Fiona Maddocks wrote")])  # "maddocks" is several word pieces
+    assert int(word.starts.sum()) == int(word.ends.sum()) == 3
 
 
 def test_answer_matches_are_whole_words_at_exact_offsets(reader):
@@ -66,8 +74,8 @@ def brute_force_answer(reader, question, hits):
         for hit in hits:
             inputs = reader.encode(question, [hit.passage])
             start, end, select = reader.model(inputs.features)
-            chars = inputs.token_chars[0]
-            spans = [(s, e) for s in range(len(chars)) for e in range(s, min(len(chars), s + cfg.max_answer_tokens)) if chars[s, 0] >= 0 and chars[e, 0] >= 0]
+            chars, starts, ends = inputs.token_chars[0], inputs.starts[0].tolist(), inputs.ends[0].tolist()
+            spans = [(s, e) for s in range(len(chars)) for e in range(s, min(len(chars), s + cfg.max_answer_tokens)) if starts[s] and ends[e]]
             logits = [float(start[0, s] + end[0, e]) for s, e in spans]
             z = math.log(sum(math.exp(x) for x in logits))
             ranked = sorted(zip(logits, spans), reverse=True)[: cfg.spans_per_passage]
