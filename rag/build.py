@@ -67,13 +67,7 @@ class Manifest:
         path = folder / MANIFEST
         if not path.exists():
             raise RagError(f"{folder} is not an index folder (no {MANIFEST}); build one with: rag index build --corpus default --out {folder}")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise RagError(f"{path}: invalid JSON ({e})") from e
-        if data.get("format") != MANIFEST_FORMAT:
-            raise RagError(f"{path}: format {data.get('format')!r}, this version of rag reads {MANIFEST_FORMAT!r}")
-        return cls(**data)
+        return cls(**read_versioned_json(path, MANIFEST_FORMAT))
 
     def write(self, folder: Path) -> None:
         _write_atomic(folder / MANIFEST, json.dumps(asdict(self), indent=2).encode())
@@ -199,7 +193,7 @@ def build_index(
     shutil.rmtree(shard_dir)
     for scratch in ("build.json", "ingested.json"):
         (partial / scratch).unlink()
-    _publish(partial, out)
+    publish_folder(partial, out)
     return open_index(out)
 
 
@@ -313,7 +307,8 @@ def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _publish(partial: Path, out: Path) -> None:
+def publish_folder(partial: Path, out: Path) -> None:
+    """Move a finished folder into place; an existing one is swapped out first, then deleted."""
     if out.exists():  # --overwrite: swap in the new build, then drop the old one
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -376,6 +371,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def read_versioned_json(path: Path, expected_format: str) -> dict:
+    """A JSON file that names its format version, checked against the one this code reads."""
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RagError(f"{path}: invalid JSON ({e})") from e
+    if not isinstance(data, dict) or data.get("format") != expected_format:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise RagError(f"{path}: format {found!r}, this version of rag reads {expected_format!r}")
+    return data
 
 
 def _read_json(path: Path) -> dict | None:

@@ -14,6 +14,7 @@ import numpy as np
 from rag.types import RagError
 
 KINDS = ("flat", "hnsw", "ivfpq")
+REFINES = ("sq8", "flat", "none")
 
 
 @dataclass(frozen=True)
@@ -27,12 +28,16 @@ class IndexConfig:
     pq_m: int = 0  # PQ sub-quantizers (bytes per vector at 8 bits); 0 = dim / 4, at most 96
     pq_nbits: int = 8
     opq: bool = False  # rotate vectors (OPQ) before IVF-PQ: better recall at the same bytes per vector
+    refine: str = "sq8"  # re-score IVF-PQ candidates with 8-bit ("sq8") or exact ("flat") vectors; "none" = PQ codes only
+    refine_k_factor: int = 4  # candidates re-scored per result wanted
     train_sample: int = 0  # vectors used to train IVF-PQ; 0 = 64 per IVF cell, at least 65,536
     use_gpu: bool = True  # when faiss-gpu and a GPU are present
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise RagError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
+        if self.refine not in REFINES:
+            raise RagError(f"unknown refine {self.refine!r}; valid: {', '.join(REFINES)}")
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,13 @@ GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
 def resolve_ivfpq(config: IndexConfig, n: int, dim: int) -> IndexConfig:
     """Concrete IVF-PQ parameters for n vectors of dimension dim (the zeros in `config` filled in).
 
-    nlist ~ 4 sqrt(n) cells (faiss' guideline; 18k for 21M passages), nprobe = nlist / 8;
+    nlist ~ 4 sqrt(n) cells (faiss' guideline; 18k for 21M passages), nprobe = nlist / 8, at least 64
+    (measured on the built-in corpus, 287 cells: recall@10 vs flat 0.82 at 64 probes, 0.94 with the sq8 refine);
     m = dim / 4 sub-quantizers of 8 bits, capped at 96 bytes (768-d DPR: 96 B vs 3,072 B flat);
     the training sample holds 64 vectors per cell (k-means needs >= 39), at least 65,536 for PQ.
     """
     nlist = config.ivf_nlist or max(1, min(65536, int(4 * math.sqrt(n)), n // 39))
-    nprobe = config.ivf_nprobe or min(nlist, max(16, nlist // 8))
+    nprobe = config.ivf_nprobe or min(nlist, max(64, nlist // 8))
     m = config.pq_m or max([g for g in GPU_PQ_M if g <= max(1, dim // 4) and dim % g == 0])
     while dim % m:  # PQ needs m to divide the dimension
         m -= 1
@@ -123,6 +129,7 @@ class DenseIndex:
             index.train(x)
             if config.opq:
                 rotation.pq = None  # rotation_pq is freed with this frame
+            index = _with_refine(index, x, config)
         return cls(index, config)
 
     def empty_copy(self) -> "DenseIndex":
@@ -179,6 +186,29 @@ class DenseIndex:
             faiss.downcast_index(self._index).hnsw.efSearch = self.config.hnsw_ef_search
         elif self.config.kind == "ivfpq":
             faiss.extract_index_ivf(self._search_index).nprobe = self.config.ivf_nprobe
+            if self.config.refine != "none":
+                faiss.downcast_index(self._search_index).k_factor = self.config.refine_k_factor
+
+
+def _with_refine(ivfpq, sample: np.ndarray, config: IndexConfig):
+    """IVF-PQ wrapped in a refine stage: PQ finds refine_k_factor * k candidates, a finer copy re-scores them.
+
+    PQ alone loses the exact order among close neighbours (recall@10 0.79 on the built-in corpus);
+    an 8-bit scalar-quantized copy costs dim bytes per vector and restores it (0.94).
+    """
+    import faiss
+
+    if config.refine == "none":
+        return ivfpq
+    d = sample.shape[1]
+    fine = faiss.IndexFlatIP(d) if config.refine == "flat" else faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    fine.train(sample)
+    index = faiss.IndexRefine(ivfpq, fine)  # both already trained: the PQ is not trained again
+    ivfpq.this.disown()  # the IndexRefine owns and frees both
+    fine.this.disown()
+    index.own_fields = True
+    index.own_refine_index = True
+    return index
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:

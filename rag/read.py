@@ -273,13 +273,9 @@ def _read_settings(folder: Path) -> dict | None:
     path = folder / READER_FILE
     if not path.exists():
         return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise RagError(f"{path}: invalid JSON ({e})") from e
-    if data.get("format") != READER_FORMAT:
-        raise RagError(f"{path}: format {data.get('format')!r}, this version of rag reads {READER_FORMAT!r}")
-    return data
+    from rag.build import read_versioned_json
+
+    return read_versioned_json(path, READER_FORMAT)
 
 
 def warn(msg: str) -> None:

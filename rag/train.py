@@ -20,7 +20,6 @@ A checkpoint folder:
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import sys
@@ -29,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.build import IndexFolder, Manifest, open_index
+from rag.build import IndexFolder, Manifest, open_index, publish_folder
 from rag.encoders import Encoder, EncoderConfig, SentenceTransformerEncoder
 from rag.types import QAExample, RagError
 
@@ -284,14 +283,7 @@ def _save(out: Path, config: TrainConfig, folder: IndexFolder, reader, query_enc
         "index_encoder": index_encoder,
         "config": asdict(config),
     }, indent=2))
-    if out.exists():
-        old = out.with_name(out.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(partial, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(partial, out)
+    publish_folder(partial, out)
     if progress:
         print(f"saved checkpoint {out} at step {step}", file=sys.stderr)
 
@@ -305,6 +297,6 @@ def _write_index(target: Path, folder: IndexFolder, vectors: np.ndarray, encoder
     shutil.copy(folder.path / STORE, target / STORE)
     dense = DenseIndex.build(vectors)
     dense.save(target / FAISS_FILE)
-    manifest = Manifest(**{**asdict(folder.manifest), "encoder": encoder_spec, "index": asdict(dense.config), "extra": {**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())}})
+    manifest = Manifest(**{**asdict(folder.manifest), "encoder": encoder_spec, "index": asdict(dense.config), "index_shards": 1, "extra": {**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())}})
     manifest.write(target)
 
