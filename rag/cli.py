@@ -29,7 +29,7 @@ def cmd_index_build(args) -> None:
         corpus=args.corpus,
         fmt=args.format,
         encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16),
-        index=IndexConfig(kind=args.kind, opq=args.opq),
+        index=IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine),
         split=SplitConfig(words_per_passage=args.words_per_passage),
         shard_size=args.shard_size,
         index_shards=args.index_shards,
@@ -207,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--shard-size", type=int, default=4096, help="passages per embedding shard (the most a killed build re-encodes)")
     b.add_argument("--index-shards", type=int, default=1, help="split the FAISS index into N files; search merges their exact top-k")
     b.add_argument("--opq", action="store_true", help="with --kind ivfpq: OPQ rotation before PQ (better recall, same bytes/vector)")
+    b.add_argument("--refine", default="sq8", choices=("sq8", "flat", "none"), help="with --kind ivfpq: re-score candidates with 8-bit (+dim bytes/vector) or exact vectors, or not at all (default: %(default)s)")
     b.add_argument("--overwrite", action="store_true", help="rebuild an existing index folder")
     b.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS", help="encode shards as Ray tasks; no ADDRESS starts a local cluster")
     b.add_argument("--ray-workers", type=int, default=None, help="Ray encoding tasks at once (default: one per GPU, else per 2 CPUs)")

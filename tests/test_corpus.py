@@ -76,7 +76,7 @@ def test_default_corpus_is_the_vital_articles():
 
 
 def test_truncated_bz2_is_an_error_naming_the_file(tmp_path):
-    data = WIKI_DUMP.read_bytes()
+    data = shared(WIKI_DUMP.relative_to(WIKI_DUMP.parents[1])).read_bytes()
     bad = tmp_path / "enwiki-pages-articles.xml.bz2"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(RagError, match=r"enwiki-pages-articles\.xml\.bz2: file is truncated.*last one"):
