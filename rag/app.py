@@ -16,11 +16,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from rag.pipeline import Pipeline
+from rag.pipeline import Pipeline, check_question
 from rag.retrieve import RETRIEVERS
 from rag.types import Answer, Hit, RagError, Span
 
-MAX_QUESTION_CHARS = 500  # questions are cut here: the reader reads question + passage in 256 tokens; keeps a 100 KB paste fast
 EXAMPLES = (
     "Who wrote Don Quixote?",
     "Where is the Eiffel Tower?",
@@ -54,12 +53,6 @@ class DemoModels:
     about: str = ""  # which index and reader, shown under the title
     problem: str | None = None  # e.g. no index yet: shown on the page instead of a crash
     fix: str | None = None  # the command that fixes the problem
-
-
-@dataclass(frozen=True)
-class CheckedQuestion:
-    text: str  # what the pipeline is asked
-    notes: tuple[str, ...] = ()  # what was changed, said on the page
 
 
 @dataclass(frozen=True)
@@ -113,17 +106,6 @@ def load_models(config: DemoConfig) -> DemoModels:
 
 
 # --- answering -------------------------------------------------------------------------------
-
-
-def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> CheckedQuestion:
-    """Empty or whitespace-only questions are refused; very long ones are cut (and the page says so)."""
-    text = " ".join((question or "").split())
-    if not text:
-        raise RagError("Type a question first.")
-    if len(text) > max_chars:
-        cut = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
-        return CheckedQuestion(cut, (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",))
-    return CheckedQuestion(text)
 
 
 def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResult:

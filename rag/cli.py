@@ -89,8 +89,9 @@ def cmd_search(args) -> None:
     from rag.build import open_index
     from rag.retrieve import load_retriever
 
+    question = _checked(args.question)
     retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
-    for hit in retriever.retrieve([args.question], args.k)[0]:
+    for hit in retriever.retrieve([question], args.k)[0]:
         print(f"{hit.rank:>3}. [{hit.score:.4f}] {hit.passage.title} ({hit.passage.id})")
         print(f"     {_clip(hit.passage.text, args.width)}")
 
@@ -148,10 +149,20 @@ def cmd_eval_qa(args) -> None:
     print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
 
 
+def _checked(question: str) -> str:
+    from rag.pipeline import check_question
+
+    checked = check_question(question)
+    for note in checked.notes:
+        print(f"rag: note: {note}", file=sys.stderr)
+    return checked.text
+
+
 def cmd_ask(args) -> None:
     from rag.pipeline import load_pipeline
 
-    answer = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args)).answer([args.question])[0]
+    question = _checked(args.question)
+    answer = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args)).answer([question])[0]
     print(f"answer: {answer.text or '(none)'}")
     print(f"score:  {answer.score:.4f}  (p(answer | question), marginalized over {args.k} passages)")
     spans = {}

@@ -7,6 +7,25 @@ from typing import Protocol
 from rag.retrieve import Retriever
 from rag.types import Answer, Hit, RagError
 
+MAX_QUESTION_CHARS = 500  # questions are cut here: the reader reads question + passage in 256 tokens; keeps a 100 KB paste fast
+
+
+@dataclass(frozen=True)
+class CheckedQuestion:
+    text: str  # what the pipeline is asked
+    notes: tuple[str, ...] = ()  # what was changed, to tell the user
+
+
+def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> CheckedQuestion:
+    """Empty or whitespace-only questions are refused; very long ones are cut, with a note saying so."""
+    text = " ".join((question or "").split())
+    if not text:
+        raise RagError("Type a question first.")
+    if len(text) > max_chars:
+        cut = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+        return CheckedQuestion(cut, (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",))
+    return CheckedQuestion(text)
+
 
 class Reader(Protocol):
     """Reads the retrieved passages of each question and returns one Answer per question.

@@ -138,6 +138,8 @@ def test_cli_reports_errors_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "rag: error:" in result.stderr and "rag index build --corpus default" in result.stderr
     assert "Traceback" not in result.stderr
+    blank = subprocess.run(_rag("search", "   ", "--index", str(tmp_path / "nope")), cwd=ROOT, capture_output=True, text=True)
+    assert blank.returncode == 2 and "rag: error: Type a question first." in blank.stderr
     bad = tmp_path / "bad.tsv"
     bad.write_text("id\ttext\ttitle\n1\tonly two\n")
     result = subprocess.run(_rag("index", "build", "--corpus", str(bad), "--out", str(tmp_path / "i")), cwd=ROOT, capture_output=True, text=True)

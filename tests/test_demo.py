@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rag.app import MAX_QUESTION_CHARS, DemoConfig, DemoResult, ask, check_question, highlight, launch_demo, load_models, render_answer, render_passages
+from rag.app import DemoConfig, DemoResult, ask, highlight, launch_demo, load_models, render_answer, render_passages
+from rag.pipeline import MAX_QUESTION_CHARS, check_question
 from rag.types import Answer, Hit, Passage, RagError, Span
 
 # gradio's queue calls pandas options that pandas 3 deprecates: its warnings, not ours
