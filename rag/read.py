@@ -110,6 +110,7 @@ class SpanReader:
     def encode(self, question: str, passages: list[Passage]) -> ReaderInputs:
         torch = self._torch
         seconds = [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
+        question = self._fit_question(question)
         enc = self.tokenizer(
             [question] * len(passages), seconds, truncation="only_second", max_length=self.config.max_length,
             padding=True, return_offsets_mapping=True, return_tensors="np",
@@ -123,6 +124,17 @@ class SpanReader:
         starts, ends = word_boundaries(chars, [p.text for p in passages])
         features = {k: torch.as_tensor(v, device=self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         return ReaderInputs(features, chars, torch.as_tensor(starts, device=self.device), torch.as_tensor(ends, device=self.device))
+
+    def _fit_question(self, question: str) -> str:
+        """The question cut to half the reader's window, so passage tokens always fit beside it.
+
+        (truncation="only_second" cannot shorten the question: without this a long question raises.)
+        """
+        budget = self.config.max_length // 2
+        ids = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+        if len(ids["input_ids"]) <= budget:
+            return question
+        return question[: ids["offset_mapping"][budget - 1][1]]
 
     # --- scores ---------------------------------------------------------------------------
 

@@ -129,3 +129,12 @@ def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
     reloaded = again.read([QUESTION], [hits])[0]
     assert (reloaded.text, reloaded.spans) == (answer.text, answer.spans)
     assert reloaded.score == pytest.approx(answer.score, rel=1e-4)
+
+
+def test_a_question_longer_than_the_window_is_cut_not_an_error(reader):
+    """max_length 64: a 100-word question leaves the passage half the window instead of raising."""
+    question = "who " * 100 + QUESTION
+    [answer] = reader.read([question], [hits_of([FRANCE, HAMLET], [0.9, 0.1])])
+    assert answer.spans and answer.evidence
+    inputs = reader.encode(question, [FRANCE])
+    assert inputs.starts[0].any()  # passage tokens are still there to answer from
