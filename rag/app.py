@@ -83,7 +83,7 @@ def load_models(config: DemoConfig) -> DemoModels:
 
     from rag.build import Manifest
     from rag.pipeline import load_pipeline
-    from rag.retrieve import load_retriever
+    from rag.retrieve import HybridRetriever, load_retriever
 
     try:
         Manifest.read(Path(config.index))
@@ -97,8 +97,12 @@ def load_models(config: DemoConfig) -> DemoModels:
     # load_pipeline picks the reader and the query encoder that goes with it (a `rag train`
     # checkpoint brings a fine-tuned one); the other retrievers share that encoder and reader.
     dense = load_pipeline(config.index, config.reader, config.k, "dense", config.device)
-    index, encoder = dense.retriever.index, dense.retriever.encoder
-    pipelines = {kind: dense if kind == "dense" else Pipeline(load_retriever(index, kind, encoder=encoder), dense.reader, config.k) for kind in config.retrievers}
+    index = dense.retriever.index
+    retrievers = {"dense": dense.retriever}
+    if {"bm25", "hybrid"} & set(config.retrievers):
+        retrievers["bm25"] = load_retriever(index, "bm25")  # loaded once: hybrid fuses these same two retrievers
+        retrievers["hybrid"] = HybridRetriever(dense.retriever, retrievers["bm25"])
+    pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
     about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Reader `{config.reader}`."
     if getattr(dense.reader, "trained", True) is False:
         about += " The reader is **untrained**: its answers are random spans until `rag train` has run."
