@@ -145,13 +145,9 @@ class BM25Index:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        if folder.exists():
-            old = folder.with_name(f"{folder.name}.old{os.getpid()}")
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, folder)
+        from rag.build import publish_folder
+
+        publish_folder(tmp, folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "BM25Index":

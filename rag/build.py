@@ -352,12 +352,8 @@ def add_to_index(
 
             with tqdm(total=missing, desc="encoding new passages", unit=" passages", disable=not progress, file=sys.stderr) as bar:
                 dense.add(encode_shard(store, encoder, len(dense), n, on_batch=bar.update))
-    if isinstance(dense, ShardedIndex):  # new rows went to the last shard; each file is replaced atomically
-        dense.save(folder / SHARD_DIR)
-    else:
-        tmp = folder / (FAISS_FILE + ".tmp")
-        dense.save(tmp)
-        os.replace(tmp, folder / FAISS_FILE)
+    # Each FAISS file is replaced atomically; new rows of a sharded index went to its last shard.
+    dense.save(folder / SHARD_DIR if isinstance(dense, ShardedIndex) else folder / FAISS_FILE)
     manifest.passages = n
     manifest.bytes_per_vector = _bytes_per_vector(folder, manifest)
     manifest.write(folder)

@@ -204,10 +204,9 @@ class RagGenerator:
 
 def load_generator(folder: str | Path, device: str | None = None, **changes) -> RagGenerator:
     """A generator saved by RagGenerator.save (by `rag train --reader rag-sequence|rag-token`)."""
-    path = Path(folder) / GENERATOR_FILE
-    data = json.loads(path.read_text())
-    if data.get("format") != GENERATOR_FORMAT:
-        raise RagError(f"{path}: format {data.get('format')!r}, this version of rag reads {GENERATOR_FORMAT!r}")
+    from rag.build import read_versioned_json
+
+    data = read_versioned_json(Path(folder) / GENERATOR_FILE, GENERATOR_FORMAT)
     return RagGenerator(replace(GeneratorConfig(**data["config"]), model=str(folder), device=device, **changes))
 
 

@@ -24,7 +24,7 @@ class IndexConfig:
     hnsw_ef_construction: int = 200
     hnsw_ef_search: int = 256
     ivf_nlist: int = 0  # IVF cells; 0 = chosen from corpus size (~4 sqrt(n))
-    ivf_nprobe: int = 0  # cells visited per query; 0 = nlist / 8, at least 16
+    ivf_nprobe: int = 0  # cells visited per query; 0 = nlist / 8, at least 64
     pq_m: int = 0  # PQ sub-quantizers (bytes per vector at 8 bits); 0 = dim / 4, at most 96
     pq_nbits: int = 8
     opq: bool = False  # rotate vectors (OPQ) before IVF-PQ: better recall at the same bytes per vector
@@ -159,9 +159,14 @@ class DenseIndex:
         return SearchResult(scores, rows)
 
     def save(self, path: str | Path) -> None:
+        """Write the index by atomic rename: a crash mid-write leaves the previous file whole."""
+        import os
+
         import faiss
 
-        faiss.write_index(self._index, str(path))
+        tmp = Path(str(path) + ".tmp")
+        faiss.write_index(self._index, str(tmp))
+        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | Path, config: IndexConfig, mmap: bool = False) -> "DenseIndex":

@@ -9,7 +9,6 @@ the manifest's `index_shards` says how many. `rag.distributed.RayShardedIndex` h
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -99,9 +98,7 @@ class ShardedIndex:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for shard, path in zip(self.shards, shard_files(folder, len(self.shards))):
-            tmp = path.with_name(path.name + ".tmp")
-            shard.save(tmp)
-            os.replace(tmp, path)
+            shard.save(path)
 
     @classmethod
     def load(cls, paths: Sequence[Path], config: IndexConfig, mmap: bool = False) -> "ShardedIndex":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.build import IndexFolder, Manifest, open_index, publish_folder
+from rag.build import IndexFolder, Manifest, open_index, publish_folder, read_versioned_json
 from rag.encoders import Encoder, EncoderConfig, SentenceTransformerEncoder
 from rag.types import QAExample, RagError
 
@@ -206,15 +206,9 @@ def is_checkpoint(path: str | Path) -> bool:
 
 
 def _read_checkpoint(folder: Path) -> dict:
-    try:
-        data = json.loads((folder / CHECKPOINT_FILE).read_text())
-    except FileNotFoundError as e:
-        raise RagError(f"{folder} is not a training checkpoint (no {CHECKPOINT_FILE})") from e
-    except json.JSONDecodeError as e:
-        raise RagError(f"{folder / CHECKPOINT_FILE}: invalid JSON ({e})") from e
-    if data.get("format") != CHECKPOINT_FORMAT:
-        raise RagError(f"{folder / CHECKPOINT_FILE}: format {data.get('format')!r}, this version of rag reads {CHECKPOINT_FORMAT!r}")
-    return data
+    if not (folder / CHECKPOINT_FILE).exists():
+        raise RagError(f"{folder} is not a training checkpoint (no {CHECKPOINT_FILE})")
+    return read_versioned_json(folder / CHECKPOINT_FILE, CHECKPOINT_FORMAT)
 
 
 def _load_trainable_reader(config: TrainConfig, saved: Path | None):
