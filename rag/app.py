@@ -24,7 +24,7 @@ EXAMPLES = (
     "Who wrote Don Quixote?",
     "Where is the Eiffel Tower?",
     "Who painted the Arnolfini Portrait?",
-    "What language is Beowulf written in?",
+    "Who wrote Dracula?",
     "Who composed the Brandenburg Concertos?",
 )
 
@@ -105,7 +105,7 @@ def load_models(config: DemoConfig) -> DemoModels:
     pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
     about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Reader `{config.reader}`."
     if getattr(dense.reader, "trained", True) is False:
-        about += " The reader is **untrained**: its answers are random spans until `rag train` has run."
+        about += " The reader is **untrained**: its answers are random spans, not predictions (train one with `rag train reader`)."
     return DemoModels(pipelines, about)
 
 

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rag.precision import PRECISIONS
 from rag.types import RagError
 
 DEFAULT_INDEX = "indexes/default"
@@ -71,8 +72,9 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_reader_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--reader", default="default", help="'default' (the MiniLM span reader `rag train` saves to checkpoints/reader-default), "
+    p.add_argument("--reader", default="default", help="'default' (the shipped span reader, models/reader), "
                    "a checkpoint or reader folder, a hub QA checkpoint id, or rag-sequence / rag-token")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="span reader precision: auto = bf16 where the CPU/GPU runs it fast (default: %(default)s)")
     p.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token: hub id or path (default: facebook/rag-<variant>-nq)")
     p.add_argument("--retriever", default="dense", choices=("dense", "bm25", "hybrid"))
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
@@ -141,12 +143,25 @@ def cmd_eval_qa(args) -> None:
     from rag.pipeline import load_pipeline
     from rag.qa_data import load_qa
 
-    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args))
+    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
     report = evaluate_qa(pipeline, load_qa(args.qa, args.qa_format, args.limit), parse_ks(args.k), batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
     print(report.table())
     out = _eval_out(args, "qa")
     print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
     print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+
+
+def cmd_eval_reader(args) -> None:
+    from rag.evaluate import evaluate_reader
+    from rag.pipeline import load_reader
+
+    reader = load_reader(args.reader, args.device, precision=args.precision)
+    if not hasattr(reader, "tokenizer") or not hasattr(reader, "config") or not hasattr(reader.config, "max_length"):
+        raise RagError(f"rag eval reader: {args.reader!r} is not a span reader")
+    report = evaluate_reader(reader, args.squad, args.limit, name=args.reader)
+    print(report.table())
+    out = Path(args.out) if args.out else Path("eval/out") / f"reader-{Path(args.squad).name.split('.')[0]}.json"
+    print(f"per-question results: {report.write_json(out)}")
 
 
 def _checked(question: str) -> str:
@@ -162,12 +177,17 @@ def cmd_ask(args) -> None:
     from rag.pipeline import load_pipeline
 
     question = _checked(args.question)
-    answer = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args)).answer([question])[0]
+    pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    answer = pipeline.answer([question])[0]
+    if getattr(pipeline.reader, "trained", True) is False:
+        print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
     print(f"answer: {answer.text or '(none)'}")
     print(f"score:  {answer.score:.4f}  (p(answer | question), marginalized over {args.k} passages)")
     spans = {}
-    for span in answer.spans:
-        spans.setdefault(span.passage_id, []).append(span)
+    for span in answer.spans:  # best first; a span overlapping a better one is not marked again
+        kept = spans.setdefault(span.passage_id, [])
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
     for hit in answer.evidence:
         text = hit.passage.text
         for span in sorted(spans.get(hit.passage.id, ()), key=lambda s: -s.start):  # mark the answer: >>text<<
@@ -179,6 +199,9 @@ def cmd_ask(args) -> None:
 def cmd_train(args) -> None:
     from rag.train import TrainConfig, train
 
+    if not args.questions:
+        raise RagError("rag train: --questions is required for joint training (or use `rag train reader --squad FILE`)")
+
     config = TrainConfig(
         questions=args.questions, index=args.index, out=args.out, reader=args.reader, generator=args.generator, k=args.k, epochs=args.epochs,
         max_questions=args.limit or 0, batch_size=args.batch_size, reader_lr=args.reader_lr, query_lr=args.query_lr,
@@ -189,6 +212,45 @@ def cmd_train(args) -> None:
     print(f"trained {report.steps} steps on {report.questions_seen} questions ({report.questions_used} with an answer in their top-{args.k}), "
           f"mean loss {report.mean_loss:.3f}: checkpoint {report.checkpoint}")
     print(f"use it: rag ask \"QUESTION\" --index {Path(report.checkpoint) / 'index' if args.refresh_every else args.index} --reader {report.checkpoint}")
+
+
+def _add_train_reader_parser(sub) -> None:
+    from rag.train_reader import ReaderTrainConfig as C
+
+    r = sub.add_parser("reader", help="supervised reading comprehension: train the span reader on a SQuAD-format file (BERT's recipe)")
+    r.add_argument("--squad", required=True, help="SQuAD v1.1 JSON or .json.gz with answer offsets")
+    r.add_argument("--out", required=True, help="checkpoint folder; rerunning with the same settings resumes it; OUT/reader is the trained reader")
+    r.add_argument("--start-from", default=C.start_from, help="'default' (MiniLM + new span head) or a span-reader folder (default: %(default)s)")
+    r.add_argument("--max-length", type=int, default=C.max_length, help="tokens per window (default: %(default)s)")
+    r.add_argument("--doc-stride", type=int, default=C.doc_stride, help="tokens of overlap between windows of a long paragraph (default: %(default)s)")
+    r.add_argument("--batch-size", type=int, default=C.batch_size, help="windows per optimizer step (default: %(default)s)")
+    r.add_argument("--lr", type=float, default=C.lr, help="peak learning rate, linear warmup and decay (default: %(default)s)")
+    r.add_argument("--epochs", type=float, default=C.epochs, help="passes over the windows; fractions allowed (default: %(default)s)")
+    r.add_argument("--max-steps", type=int, default=C.max_steps, help="stop after N optimizer steps (0: no limit)")
+    r.add_argument("--limit", type=int, default=C.limit, help="only the first N questions (0: all)")
+    r.add_argument("--save-every", type=int, default=C.save_every, help="steps between checkpoints (default: %(default)s)")
+    r.add_argument("--precision", default=C.precision, choices=PRECISIONS, help="autocast: auto = bf16 where the CPU/GPU supports it (default: %(default)s)")
+    r.add_argument("--seed", type=int, default=C.seed)
+    r.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    r.set_defaults(func=cmd_train_reader)
+
+
+def cmd_train_reader(args) -> None:
+    from rag.train_reader import ReaderTrainConfig, train_reader
+
+    report = train_reader(ReaderTrainConfig(
+        squad=args.squad, out=args.out, start_from=args.start_from, max_length=args.max_length, doc_stride=args.doc_stride,
+        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, limit=args.limit,
+        save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+    ))
+    print(f"trained {report.steps} steps on {report.windows:,} windows in {report.seconds / 60:.1f} min, loss {report.mean_loss:.3f}: reader {report.reader}")
+    print(f"check it: rag eval reader --squad SQUAD_DEV_FILE --reader {report.reader}")
+
+
+def cmd_export_reader(args) -> None:
+    from rag.train_reader import export_reader
+
+    print(f"exported {args.source} as fp16 weights: {export_reader(args.source, args.out)}")
 
 
 def _clip(text: str, width: int) -> str:
@@ -256,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     eq.add_argument("--read-k", type=int, default=10, help="passages the reader reads per question (default: %(default)s)")
     eq.set_defaults(func=cmd_eval_qa, batch_size=32)
 
+    rr = ev.add_parser("reader", help="reading comprehension with the gold paragraph: SQuAD EM/F1 of the reader alone")
+    rr.add_argument("--squad", required=True, help="SQuAD v1.1 JSON (or .json.gz), e.g. dev-v1.1.json")
+    rr.add_argument("--reader", default="default", help="'default' (the shipped span reader) or a reader folder (default: %(default)s)")
+    rr.add_argument("--limit", type=int, default=0, help="only the first N questions (0: all)")
+    rr.add_argument("--precision", default="auto", choices=PRECISIONS, help="reader precision (default: %(default)s)")
+    rr.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
+    rr.add_argument("--out", default=None, help="per-question JSON path (default: eval/out/reader-<squad file>.json)")
+    rr.set_defaults(func=cmd_eval_reader)
+
     q = sub.add_parser("ask", help="answer a question: retrieve, read, print the answer, its score and its passages")
     q.add_argument("question")
     q.add_argument("--index", default=DEFAULT_INDEX)
@@ -266,15 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     from rag.train import TrainConfig
 
-    t = sub.add_parser("train", help="joint training of the reader (or generator) and the query encoder from question/answer pairs")
-    t.add_argument("--questions", required=True, help="question/answer file (NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv ...)")
+    t = sub.add_parser("train", help="joint training of the reader (or generator) and the query encoder from question/answer pairs; "
+                       "`rag train reader`: supervised span-reader training on SQuAD")
+    t.add_argument("--questions", help="question/answer file(s), comma-separated (NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv ...); required for joint training")
     t.add_argument("--index", default=DEFAULT_INDEX, help="a flat or hnsw index (passage vectors are read back from it)")
-    t.add_argument("--out", default=TrainConfig.out, help="checkpoint folder; rerunning resumes it (default: %(default)s, what `--reader default` loads)")
+    t.add_argument("--out", default=TrainConfig.out, help="checkpoint folder; rerunning resumes it (default: %(default)s)")
     t.add_argument("--reader", default="default", help="start from: 'default' (MiniLM + new span head), a reader folder, a hub QA id, or rag-sequence / rag-token")
     t.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token (hub id or path)")
     t.add_argument("--k", type=int, default=TrainConfig.k, help="passages retrieved per question (default: %(default)s)")
     t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    t.add_argument("--limit", type=int, default=None, help="only the first N questions (several --questions files are taken in turn)")
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="questions per optimizer step (default: %(default)s)")
     t.add_argument("--reader-lr", type=float, default=TrainConfig.reader_lr, help="(default: %(default)s)")
     t.add_argument("--query-lr", type=float, default=TrainConfig.query_lr, help="query (and passage) encoder learning rate (default: %(default)s)")
@@ -285,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     t.set_defaults(func=cmd_train)
+    _add_train_reader_parser(t.add_subparsers(dest="train_command", required=False, metavar="reader"))
+
+    x = sub.add_parser("export-reader", help="save a trained span reader (folder or checkpoint) as fp16 weights only, the form that ships in models/")
+    x.add_argument("source", help="a span-reader folder or a `rag train` checkpoint")
+    x.add_argument("--out", required=True, help="the new reader folder (an existing one is replaced only if it is a reader folder)")
+    x.set_defaults(func=cmd_export_reader)
 
     d = sub.add_parser("demo", help="the Gradio demo: ask questions in the browser, see the answer and its passages")
     d.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")

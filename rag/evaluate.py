@@ -135,15 +135,11 @@ def _run(name: str, retriever: Retriever, examples: Sequence[QAExample], k: int,
 # --- QA: a pipeline's answers -------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QAReport:
-    examples: tuple[QAExample, ...]
-    ks: tuple[int, ...]
-    retrieval: RetrieverRun
-    predictions: tuple[Answer, ...]
-    em: tuple[float, ...]  # per question
+class _MeanScores:
+    """exact_match and mean_f1 over the per-question `em` and `f1` of a report."""
+
+    em: tuple[float, ...]
     f1: tuple[float, ...]
-    reader_seconds: float
 
     @property
     def exact_match(self) -> float:
@@ -152,6 +148,17 @@ class QAReport:
     @property
     def mean_f1(self) -> float:
         return sum(self.f1) / max(len(self.f1), 1)
+
+
+@dataclass(frozen=True)
+class QAReport(_MeanScores):
+    examples: tuple[QAExample, ...]
+    ks: tuple[int, ...]
+    retrieval: RetrieverRun
+    predictions: tuple[Answer, ...]
+    em: tuple[float, ...]  # per question
+    f1: tuple[float, ...]
+    reader_seconds: float
 
     def table(self) -> str:
         headers = ["pipeline", "EM", "F1"] + [f"top-{k}" for k in self.ks] + ["questions/s"]
@@ -228,3 +235,75 @@ def answer_ceiling(store, examples: Sequence[QAExample]) -> float:
     texts = (p.text for batch in store.iter_batches(4096) for p in batch)
     found = answers_found(texts, [ex.answers for ex in examples])
     return sum(found) / max(len(found), 1)
+
+
+# --- reading comprehension: the reader alone, given the gold paragraph --------------------------
+
+
+@dataclass(frozen=True)
+class ReaderReport(_MeanScores):
+    """SQuAD's official EM/F1 of a reader reading each question's own paragraph."""
+
+    name: str
+    questions: tuple[str, ...]
+    answers: tuple[tuple[str, ...], ...]
+    predictions: tuple[str, ...]
+    em: tuple[float, ...]
+    f1: tuple[float, ...]
+    seconds: float
+
+    def table(self) -> str:
+        qps = len(self.questions) / self.seconds if self.seconds > 0 else float("inf")
+        row = [self.name, percent(self.exact_match), percent(self.mean_f1), f"{qps:.1f}"]
+        return f"reading comprehension with the gold paragraph, {len(self.questions)} questions\n" + format_table(["reader", "EM", "F1", "questions/s"], [row])
+
+    def to_json(self) -> dict:
+        per_question = [{"question": q, "answers": list(a), "prediction": p, "em": e, "f1": f}
+                        for q, a, p, e, f in zip(self.questions, self.answers, self.predictions, self.em, self.f1)]
+        return {"reader": self.name, "questions": len(self.questions), "exact_match": self.exact_match, "f1": self.mean_f1,
+                "seconds": self.seconds, "per_question": per_question}
+
+    def write_json(self, path: str | Path) -> Path:
+        return write_json(path, self.to_json())
+
+
+def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "reader", doc_stride: int = 128, progress: bool = True) -> ReaderReport:
+    """A span reader over SQuAD questions, each reading its own paragraph.
+
+    A paragraph longer than the reader's window is cut into overlapping windows, read as separate
+    passages of equal retrieval score: the reader's selection head and span scores pick among them.
+    """
+    from tqdm import tqdm
+
+    from rag.train_reader import load_squad
+
+    questions = load_squad(squad, limit)
+    predictions, seconds = [], 0.0
+    for q in tqdm(questions, desc="reading", unit=" questions", disable=not progress, file=sys.stderr):
+        hits = [Hit(passage, 0.0, rank) for rank, passage in enumerate(paragraph_windows(reader, q.question, q.title, q.context, doc_stride), 1)]
+        t0 = time.perf_counter()
+        predictions.append(reader.read([q.question], [hits])[0].text)
+        seconds += time.perf_counter() - t0
+    answers = [q.answers or (q.answer_text,) for q in questions]
+    em = tuple(exact_match(p, a) for p, a in zip(predictions, answers))
+    f1s = tuple(f1(p, a) for p, a in zip(predictions, answers))
+    return ReaderReport(name, tuple(q.question for q in questions), tuple(answers), tuple(predictions), em, f1s, seconds)
+
+
+def paragraph_windows(reader, question: str, title: str, context: str, doc_stride: int) -> list:
+    """The paragraph as passages of at most one reader window each, overlapping by `doc_stride` tokens, cut at spaces."""
+    from rag.read import TITLE_SEPARATOR
+    from rag.types import Passage
+
+    prefix = f"{title}{TITLE_SEPARATOR}" if title else ""
+    enc = reader.tokenizer(question, prefix + context, truncation="only_second", max_length=reader.config.max_length,
+                           stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+    windows = []
+    for w in range(len(enc["input_ids"])):
+        chars = [o for o, s in zip(enc["offset_mapping"][w], enc.sequence_ids(w)) if s == 1 and o[0] >= len(prefix) and o[1] > o[0]]
+        if not chars:
+            continue
+        start, end = chars[0][0] - len(prefix), chars[-1][1] - len(prefix)
+        start = context.rfind(" ", 0, start) + 1  # back to the start of the word the window begins in
+        windows.append(Passage(f"w{w}", title, context[start:end]))
+    return windows or [Passage("w0", title, context)]

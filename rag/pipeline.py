@@ -48,33 +48,36 @@ class Pipeline:
         return self.reader.read(list(questions), hits)
 
 
-def load_reader(spec: str = "default", device: str | None = None, generator: str | None = None, max_length: int | None = None) -> Reader:
+def load_reader(spec: str = "default", device: str | None = None, generator: str | None = None, max_length: int | None = None, precision: str = "auto") -> Reader:
     """The one place a reader is chosen.
 
     spec:
-      "default"                     the MiniLM span reader trained by `rag train` at checkpoints/reader-default,
-                                    else the untrained MiniLM with a random span head (with a warning)
+      "default"                     the shipped span reader (models/reader, trained on SQuAD and open-domain
+                                    QA; see rag.paths), else the UNTRAINED MiniLM with a random span head (with a warning)
       a folder                      a `rag train` checkpoint, a saved span reader or generator, or a
                                     BertForQuestionAnswering-style QA model folder
       "rag-sequence" / "rag-token"  a seq2seq generator (`generator`: hub id or path; default facebook/rag-*-nq)
       anything else                 a hub QA checkpoint id (e.g. a SQuAD-tuned BERT), needs a network
+    precision: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32, for the span reader.
     """
     from pathlib import Path
 
+    from rag.paths import SHIPPED_READER, models_dir, shipped_model
     from rag.read import READER_FILE, ReaderConfig, SpanReader, warn
-    from rag.train import DEFAULT_READER_CHECKPOINT, is_checkpoint
+    from rag.train import is_checkpoint
 
-    span_options = {"device": device, **({"max_length": max_length} if max_length else {})}
+    span_options = {"device": device, "precision": precision, **({"max_length": max_length} if max_length else {})}
     if spec in ("rag-sequence", "rag-token"):
         from rag.generate import GeneratorConfig, RagGenerator
 
         variant = spec.removeprefix("rag-")
         return RagGenerator(GeneratorConfig(model=generator or f"facebook/rag-{variant}-nq", variant=variant, device=device))
     if spec == "default":
-        if is_checkpoint(DEFAULT_READER_CHECKPOINT):
-            return load_reader(DEFAULT_READER_CHECKPOINT, device, generator, max_length)
-        warn(f"no trained reader at {DEFAULT_READER_CHECKPOINT}: using the UNTRAINED MiniLM span reader, its answers are random spans. "
-             "Train it (one command) with: rag train --questions QA_FILE, e.g. NQ question/answer pairs")
+        shipped = shipped_model(SHIPPED_READER)
+        if shipped is not None:
+            return SpanReader(ReaderConfig(model=str(shipped), **span_options))
+        warn(f"no shipped reader at {models_dir() / SHIPPED_READER}: using the UNTRAINED MiniLM span reader, its answers are random spans. "
+             "Train one with: rag train reader --squad SQUAD_TRAIN_FILE --out DIR, then --reader DIR/reader")
         return SpanReader(ReaderConfig(model="default", **span_options))
     path = Path(spec)
     if is_checkpoint(path):
@@ -87,24 +90,18 @@ def load_reader(spec: str = "default", device: str | None = None, generator: str
     return SpanReader(ReaderConfig(model=str(path) if path.exists() else spec, **span_options))
 
 
-def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: str = "dense", device: str | None = None, generator: str | None = None, hybrid=None) -> Pipeline:
+def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: str = "dense", device: str | None = None, generator: str | None = None, hybrid=None,
+                  precision: str = "auto") -> Pipeline:
     """Index folder + reader spec -> Pipeline. A `rag train` checkpoint brings its fine-tuned query encoder.
 
     `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig).
     """
     from rag.build import open_index
-    from rag.read import warn
     from rag.retrieve import load_retriever
-    from rag.train import DEFAULT_READER_CHECKPOINT, is_checkpoint, load_query_encoder
+    from rag.train import is_checkpoint, load_query_encoder
 
     folder = open_index(index)
-    checkpoint = DEFAULT_READER_CHECKPOINT if reader == "default" else reader
     encoder = None
-    if is_checkpoint(checkpoint) and retriever != "bm25":
-        try:
-            encoder = load_query_encoder(checkpoint, folder, device)
-        except RagError as e:
-            if reader != "default":
-                raise
-            warn(f"{e}; searching with the index's own encoder")
-    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, device, generator), k)
+    if is_checkpoint(reader) and retriever != "bm25":
+        encoder = load_query_encoder(reader, folder, device)
+    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, device, generator, precision=precision), k)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rag.app import DemoConfig, DemoResult, ask, highlight, launch_demo, load_models, render_answer, render_passages
+from rag.app import EXAMPLES, DemoConfig, DemoResult, ask, highlight, launch_demo, load_models, render_answer, render_passages
 from rag.pipeline import MAX_QUESTION_CHARS, check_question
 from rag.types import Answer, Hit, Passage, RagError, Span
 
@@ -145,6 +145,32 @@ def test_api_answers_with_each_retriever(client, kind):
     assert passages_html.count('<mark class="answer-span">') >= 1
 
 
+# The page's example questions (rag.app.EXAMPLES), answered by the shipped reader over the small index.
+EXAMPLE_ANSWERS = {
+    "Who wrote Don Quixote?": "Miguel de Cervantes",
+    "Where is the Eiffel Tower?": "Paris",
+    "Who painted the Arnolfini Portrait?": "Jan van Eyck",
+    "Who wrote Dracula?": "Bram Stoker",
+    "Who composed the Brandenburg Concertos?": "Johann Sebastian Bach",
+}
+
+
+def test_example_questions_are_answered_correctly(client):
+    assert set(EXAMPLE_ANSWERS) == set(EXAMPLES)
+    for question, expected in EXAMPLE_ANSWERS.items():
+        answer_html, _ = client.predict(question, "dense", 5, api_name="/ask")
+        found = re.search(r'<div class="rag-answer-text">(.*?)</div>', answer_html)
+        assert found and expected in found.group(1), (question, answer_html)  # e.g. "Champ de Mars in Paris, France"
+
+
+def test_untrained_reader_is_announced_on_the_page(small_index, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # no shipped reader: the untrained MiniLM head
+    untrained = load_models(DemoConfig(index=str(small_index.path), retrievers=("bm25",)))
+    assert "**untrained**" in untrained.about
+    monkeypatch.delenv("RAG_MODELS_DIR")
+    assert "untrained" not in load_models(DemoConfig(index=str(small_index.path), retrievers=("bm25",))).about
+
+
 @pytest.mark.parametrize(
     "question, expected",
     [("   ", "Type a question first."), ("x " * 50_000, "100,000 characters"), ("谁写了堂吉诃德？", '<mark class="answer-span">'), ("Кто написал Дон Кихота?", '<mark class="answer-span">')],
@@ -198,7 +224,8 @@ def test_browser_question_to_answer_with_highlighted_passage(demo):
             mark = page.locator("#passages mark.answer-span").first
             mark.wait_for(timeout=10_000)
             answer = page.locator("#answer .rag-answer-text").inner_text()
-            assert answer.strip() and answer.strip() in page.locator("#passages").inner_text()
+            assert answer.strip() == "Miguel de Cervantes" and answer.strip() in page.locator("#passages").inner_text()
+            assert "untrained" not in page.content()
             assert page.locator("#passages .rag-card").count() == 5
             assert "Don Quixote" in page.locator("#passages .rag-title").all_inner_texts()
             ARTIFACTS.mkdir(exist_ok=True)

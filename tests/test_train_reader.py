@@ -1,0 +1,141 @@
+"""Supervised span-reader training (SQuAD recipe) and the shipped reader: real SQuAD, real MiniLM, real index."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from rag.cli import main
+from rag.metrics import normalize_answer
+from rag.paths import SHIPPED_READER, models_dir
+from rag.pipeline import load_pipeline, load_reader
+from rag.read import ReaderConfig, SpanReader
+from rag.train_reader import load_squad, squad_windows
+from rag.types import Hit, Passage, RagError
+from tests.conftest import shared
+
+# Questions over the first 300 passages of the built-in corpus (tests.conftest.small_index) and their answers.
+BUILT_IN_QUESTIONS = {
+    "who wrote don quixote": "Miguel de Cervantes",
+    "who wrote dracula": "Bram Stoker",
+    "who painted guernica": "Pablo Picasso",
+    "who wrote the great gatsby": "F. Scott Fitzgerald",
+    "in which city is the eiffel tower": "Paris",
+}
+
+
+def test_sliding_windows_keep_every_answer():
+    """With windows much shorter than the paragraphs, every answer is still wholly inside some window."""
+    from transformers import AutoTokenizer
+
+    from rag.encoders import default_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    questions = load_squad(shared("squad/dev-v1.1.json"), limit=60)
+    windows = squad_windows(questions, tokenizer, max_length=64, doc_stride=24, question_tokens=16)
+    assert len(windows) > 2 * len(questions)  # paragraphs really were cut
+    squash = lambda text: normalize_answer(text).replace(" ", "")  # noqa: E731  (decode spaces out "levi ' s")
+    decoded = [squash(tokenizer.decode(w["input_ids"][w["start"] : w["end"] + 1])) for w in windows if w["start"] >= 0]
+    for q in questions:  # each answer is recovered from the tokens of some window (whole tokens: "gold" reads "golden")
+        assert any(squash(q.answer_text) in d for d in decoded), q.answer_text
+    assert any(w["start"] < 0 for w in windows)  # and windows without the answer exist, as negatives
+
+
+def test_bad_squad_record_names_where(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": [{"title": "T", "paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"question": "where is paris?", "answers": [{"text": "France", "answer_start": 3}]}]}]}]}))
+    with pytest.raises(RagError, match=r"bad.json: data\[0\].paragraphs\[0\].qas\[0\]: answer 'France' is not at answer_start 3"):
+        load_squad(bad)
+
+
+def test_train_reader_trains_saves_resumes_and_answers(tmp_path, capsys):
+    squad = str(shared("squad/train-v1.1.rebuilt.json.gz"))
+    out = tmp_path / "ckpt"
+    args = ["train", "reader", "--squad", squad, "--out", str(out), "--limit", "24", "--max-steps", "2", "--batch-size", "8",
+            "--max-length", "128", "--doc-stride", "32", "--save-every", "1"]
+    assert main(args) == 0
+    assert "trained 2 steps" in capsys.readouterr().out
+    reader_dir = out / "reader"
+    with safe_open(str(reader_dir / "model.safetensors"), "pt") as f:  # what ships is fp16, weights only
+        assert all(f.get_tensor(k).dtype.is_floating_point and f.get_tensor(k).itemsize == 2 for k in f.keys())
+    assert not list(reader_dir.glob("*.pt"))
+    run = json.loads((out / "run.json").read_text())
+    assert run["step"] == 2 and run["config"]["limit"] == 24
+
+    assert main(args) == 0  # the same settings resume: nothing left to do at step 2 of 2
+    assert "resuming" in capsys.readouterr().err
+    assert main(args[:-2] + ["--lr", "0.5"]) == 2  # other settings are refused, not silently continued
+    assert "other settings (lr)" in capsys.readouterr().err
+
+    shipped = tmp_path / "shipped"
+    assert main(["export-reader", str(out), "--out", str(shipped)]) == 0  # a checkpoint -> weights only
+    assert sorted(p.name for p in shipped.iterdir()) == sorted(p.name for p in reader_dir.iterdir())
+    assert main(["export-reader", str(out), "--out", str(tmp_path)]) == 2  # never replaces a folder that is not a reader
+    assert (out / "run.json").exists()
+
+    reader = SpanReader(ReaderConfig(model=str(shipped)))
+    assert reader.trained and reader.config.max_length == 128  # trained settings come back from reader.json
+    passage = Passage("p", "Eiffel Tower", "The Eiffel Tower is a wrought-iron lattice tower in Paris, France.")
+    answer = reader.read(["where is the eiffel tower?"], [[Hit(passage, 0.5, 1)]])[0]
+    assert answer.text and answer.text in passage.text and answer.spans[0].passage_id == "p"
+
+
+def test_train_reader_refuses_a_folder_it_did_not_make(tmp_path, capsys):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    code = main(["train", "reader", "--squad", str(shared("squad/dev-v1.1.json")), "--out", str(mine), "--max-steps", "1"])
+    assert code == 2 and "not a reader-training checkpoint" in capsys.readouterr().err
+    assert (mine / "thesis.txt").read_text() == "years of work"
+
+
+def test_shipped_reader_is_found_from_any_directory(tmp_path, monkeypatch):
+    assert (models_dir() / SHIPPED_READER / "model.safetensors").exists(), "models/reader must ship with the project"
+    monkeypatch.chdir(tmp_path)
+    reader = load_reader("default")
+    assert reader.trained and str(models_dir()) in str(reader.config.model)
+
+
+def test_shipped_reader_answers_built_in_corpus_questions(small_index):
+    pipeline = load_pipeline(str(small_index.path), "default", k=10)
+    answers = pipeline.answer(list(BUILT_IN_QUESTIONS))
+    got = {a.question: a.text for a in answers}
+    assert {q: normalize_answer(t) for q, t in got.items()} == {q: normalize_answer(t) for q, t in BUILT_IN_QUESTIONS.items()}
+    again = pipeline.answer(list(BUILT_IN_QUESTIONS))  # deterministic
+    assert [(a.text, a.score) for a in again] == [(a.text, a.score) for a in answers]
+    for a in answers:  # the evidence holds the answer at the stated offsets
+        span = a.spans[0]
+        passage = next(h.passage for h in a.evidence if h.passage.id == span.passage_id)
+        assert passage.text[span.start : span.end] == a.text and 0 < a.score <= 1
+
+
+def test_fast_path_gives_the_fp32_answers(small_index):
+    questions = list(BUILT_IN_QUESTIONS)
+    hits = load_pipeline(str(small_index.path), "default", k=10).retriever.retrieve(questions, 10)
+    fp32 = load_reader("default", precision="fp32").read(questions, hits)
+    bf16 = load_reader("default", precision="bf16").read(questions, hits)
+    assert [normalize_answer(a.text) for a in bf16] == [normalize_answer(a.text) for a in fp32]
+
+
+def test_eval_reader_reports_squad_em_f1(tmp_path, capsys):
+    out = tmp_path / "reader.json"
+    assert main(["eval", "reader", "--squad", str(shared("squad/dev-v1.1.json")), "--limit", "40", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["questions"] == 40 and report["exact_match"] >= 0.5 and report["f1"] >= report["exact_match"]
+    assert "reading comprehension with the gold paragraph, 40 questions" in capsys.readouterr().out
+
+
+def test_untrained_reader_is_announced(small_index, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # no shipped reader there
+    assert main(["ask", "who wrote dracula", "--index", str(small_index.path), "-k", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "UNTRAINED" in captured.out and "no shipped reader" in captured.err
+
+
+def test_cli_ask_answers_and_marks_the_evidence_once(small_index, capsys):
+    assert main(["ask", "who wrote don quixote", "--index", str(small_index.path), "-k", "5", "--width", "400"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("answer: Miguel de Cervantes\n") and "UNTRAINED" not in printed
+    assert ">>Miguel de Cervantes<<" in printed and ">>>>" not in printed
