@@ -36,6 +36,7 @@ from rag.retrieve import load_retriever  # noqa: E402
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 QA_SETS = {"NQ-open dev": SHARED / "nq-open" / "NQ-open.dev.jsonl", "EfficientQA dev": SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl"}
 READ_KS = (10, 20)
+QA_COLUMNS = ["set", "reader", "k", "EM", "F1", "dense top-k", "EM / top-k", "questions/s"]
 
 
 def main() -> None:
@@ -84,9 +85,9 @@ def open_domain_table(retriever, args) -> list[dict]:
                              "f1": report.mean_f1, "top_k": top_k, "em_over_top_k": report.exact_match / top_k if top_k else 0.0, "questions_per_s": qps})
                 table.append([f"{set_name} ({len(examples)})", reader_name, k, percent(report.exact_match), percent(report.mean_f1),
                               percent(top_k), f"{100 * rows[-1]['em_over_top_k']:.0f}%", f"{qps:.2f}"])
-                print(format_table(["set", "reader", "k", "EM", "F1", "dense top-k", "EM / top-k", "questions/s"], table[-1:]).splitlines()[-1], flush=True)
+                print(format_table(QA_COLUMNS, table[-1:]).splitlines()[-1], flush=True)
     print("\nopen-domain QA over the built-in corpus, dense retrieval (%)")
-    print(format_table(["set", "reader", "k", "EM", "F1", "dense top-k", "EM / top-k", "questions/s"], table) + "\n")
+    print(format_table(QA_COLUMNS, table) + "\n")
     return rows
 
 

@@ -154,9 +154,10 @@ def cmd_eval_qa(args) -> None:
 def cmd_eval_reader(args) -> None:
     from rag.evaluate import evaluate_reader
     from rag.pipeline import load_reader
+    from rag.read import SpanReader
 
     reader = load_reader(args.reader, args.device, precision=args.precision)
-    if not hasattr(reader, "tokenizer") or not hasattr(reader, "config") or not hasattr(reader.config, "max_length"):
+    if not isinstance(reader, SpanReader):
         raise RagError(f"rag eval reader: {args.reader!r} is not a span reader")
     report = evaluate_reader(reader, args.squad, args.limit, name=args.reader)
     print(report.table())

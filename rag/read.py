@@ -138,11 +138,7 @@ class SpanReader:
 
         (truncation="only_second" cannot shorten the question: without this a long question raises.)
         """
-        budget = self.config.max_length // 2
-        ids = self.tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-        if len(ids["input_ids"]) <= budget:
-            return question
-        return question[: ids["offset_mapping"][budget - 1][1]]
+        return cut_question(self.tokenizer, question, self.config.max_length // 2)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -231,6 +227,14 @@ class SpanReader:
         self.tokenizer.save_pretrained(folder)
         save_file({k: v.detach().cpu().float().contiguous() for k, v in self.model.select.state_dict().items()}, str(folder / SELECTION_FILE))
         (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
+
+
+def cut_question(tokenizer, question: str, budget: int) -> str:
+    """The question cut after its first `budget` tokens (at a token's end), unchanged when it fits."""
+    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    if len(ids["input_ids"]) <= budget:
+        return question
+    return question[: ids["offset_mapping"][budget - 1][1]]
 
 
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):

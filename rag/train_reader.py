@@ -109,14 +109,14 @@ def squad_windows(questions: list[SquadQuestion], tokenizer, max_length: int, do
 
     The second segment is `title [SEP] context`, as rag.read.SpanReader builds it.
     """
-    from rag.read import TITLE_SEPARATOR
+    from rag.read import TITLE_SEPARATOR, cut_question
 
     windows = []
     for i in range(0, len(questions), 1000):
         chunk = questions[i : i + 1000]
         prefixes = [f"{q.title}{TITLE_SEPARATOR}" if q.title else "" for q in chunk]
         enc = tokenizer(
-            [_cut_question(tokenizer, q.question, question_tokens) for q in chunk], [p + q.context for p, q in zip(prefixes, chunk)],
+            [cut_question(tokenizer, q.question, question_tokens) for q in chunk], [p + q.context for p, q in zip(prefixes, chunk)],
             truncation="only_second", max_length=max_length, stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
         )
         for w, source in enumerate(enc["overflow_to_sample_mapping"]):
@@ -131,11 +131,6 @@ def squad_windows(questions: list[SquadQuestion], tokenizer, max_length: int, do
                 start = end = -1  # the answer is not (wholly) inside this window
             windows.append({"input_ids": enc["input_ids"][w], "token_type_ids": enc["token_type_ids"][w], "context": context, "start": start, "end": end})
     return windows
-
-
-def _cut_question(tokenizer, question: str, budget: int) -> str:
-    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    return question if len(ids["input_ids"]) <= budget else question[: ids["offset_mapping"][budget - 1][1]]
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -159,16 +154,14 @@ def train_reader(config: ReaderTrainConfig, progress: bool = True) -> ReaderTrai
     from rag.read import ReaderConfig, SpanReader
 
     # windows overlap by doc_stride tokens; the question takes at most a quarter of the window
-    if config.max_length < 64 or not 0 < config.doc_stride < config.max_length // 2 + 8 or config.batch_size < 1 or config.epochs <= 0:
+    if config.max_length < 64 or not 0 < config.doc_stride <= config.max_length // 2 or config.batch_size < 1 or config.epochs <= 0:
         raise RagError("need max_length >= 64, 0 < doc_stride <= max_length/2, batch_size >= 1, epochs > 0")
     out = Path(config.out)
     saved = _read_run(out, config)
-    random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # the new heads' initialization; batch order has its own random.Random(seed)
     reader = SpanReader(ReaderConfig(model=config.start_from, device=config.device, max_length=config.max_length, precision="fp32"))
     windows = squad_windows(load_squad(config.squad, config.limit), reader.tokenizer, config.max_length, config.doc_stride, config.max_length // 4)
-    batches = length_grouped_batches([len(w["input_ids"]) for w in windows], config.batch_size, random.Random(config.seed))
-    batches = batches[: max(1, int(len(batches) * config.epochs))] if config.epochs <= 1 else _more_epochs(windows, config)
+    batches = epoch_batches([len(w["input_ids"]) for w in windows], config.batch_size, config.epochs, config.seed)
     total = min(len(batches), config.max_steps) if config.max_steps else len(batches)
 
     model = reader.model
@@ -211,15 +204,15 @@ def train_reader(config: ReaderTrainConfig, progress: bool = True) -> ReaderTrai
     return ReaderTrainReport(step, len(windows), float(np.mean(losses[-200:])) if losses else float("nan"), time.monotonic() - started, str(out / "reader"))
 
 
-def _more_epochs(windows: list[dict], config: ReaderTrainConfig) -> list[list[int]]:
-    rng = random.Random(config.seed)
-    lengths = [len(w["input_ids"]) for w in windows]
-    full, part = divmod(config.epochs, 1.0)
+def epoch_batches(lengths: list[int], batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    """Length-grouped batches for `epochs` passes: whole epochs, then the first part of one more."""
+    rng = random.Random(seed)
+    full, part = divmod(epochs, 1.0)
     batches = []
     for _ in range(int(full)):
-        batches += length_grouped_batches(lengths, config.batch_size, rng)
-    extra = length_grouped_batches(lengths, config.batch_size, rng)
-    return batches + extra[: int(len(extra) * part)]
+        batches += length_grouped_batches(lengths, batch_size, rng)
+    extra = length_grouped_batches(lengths, batch_size, rng)
+    return batches + extra[: int(len(extra) * part)] or extra[:1]
 
 
 def reading_loss(start_logits, end_logits, select, starts, ends, positive, context):
