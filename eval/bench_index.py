@@ -21,13 +21,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.build import encode_shard  # noqa: E402
 from rag.corpus import read_passages  # noqa: E402
+from rag.embeddings import encode_shard  # noqa: E402
 from rag.encoders import load_encoder, passage_text  # noqa: E402
 from rag.index import KINDS, DenseIndex, IndexConfig  # noqa: E402
+from rag.paths import shared_data  # noqa: E402
 from rag.store import PassageStore  # noqa: E402
 
-NQ_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "nq-open" / "NQ-open.dev.jsonl"
+NQ_DEV = shared_data() / "nq-open" / "NQ-open.dev.jsonl"
 
 
 def main() -> None:

@@ -20,14 +20,14 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.build import open_index  # noqa: E402
 from rag.evaluate import answer_ceiling, evaluate_qa, evaluate_retrieval  # noqa: E402
+from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import first_hit_rank, normalize_answer  # noqa: E402
+from rag.paths import default_index, shared_data  # noqa: E402
 from rag.pipeline import Pipeline, load_pipeline  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.read import ReaderConfig, SpanReader  # noqa: E402
@@ -36,13 +36,13 @@ from rag.retrieve import load_retriever  # noqa: E402
 from rag.train import TrainConfig, train  # noqa: E402
 
 # Defaults sized for ~45 min on 2 shared CPU cores; the reader reads K passages of --max-length tokens.
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = shared_data()
 KS = (1, 5, 20)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--index", default="indexes/default")
+    ap.add_argument("--index", default=str(default_index()))
     ap.add_argument("--train", type=int, default=240, help="training questions (answer in their top-K)")
     ap.add_argument("--eval", type=int, default=200, help="EfficientQA dev questions evaluated (0: all 1,800)")
     ap.add_argument("--k", type=int, default=6, help="passages retrieved and read per question")

@@ -20,20 +20,20 @@ import argparse
 import os
 import statistics
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.build import open_index  # noqa: E402
 from rag.evaluate import evaluate_qa, evaluate_reader  # noqa: E402
+from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import normalize_answer  # noqa: E402
-from rag.pipeline import Pipeline, load_reader  # noqa: E402
+from rag.paths import default_index, shared_data  # noqa: E402
+from rag.pipeline import Pipeline, ReaderOptions, load_reader  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import load_retriever  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = shared_data()
 QA_SETS = {"NQ-open dev": SHARED / "nq-open" / "NQ-open.dev.jsonl", "EfficientQA dev": SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl"}
 READ_KS = (10, 20)
 QA_COLUMNS = ["set", "reader", "k", "EM", "F1", "dense top-k", "EM / top-k", "questions/s"]
@@ -41,7 +41,7 @@ QA_COLUMNS = ["set", "reader", "k", "EM", "F1", "dense top-k", "EM / top-k", "qu
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--index", default=str(Path(__file__).resolve().parents[1] / "indexes" / "default"))
+    ap.add_argument("--index", default=str(default_index()))
     ap.add_argument("--reader", default="default", help="the reader to measure (default: the shipped one)")
     ap.add_argument("--weak-reader", default=None, help="a reader trained by weak supervision only, for the QA table")
     ap.add_argument("--squad", default=str(SHARED / "squad" / "dev-v1.1.json"))
@@ -99,7 +99,7 @@ def untrained_reader():
 
 def latency(retriever, reader_spec: str, n: int) -> dict:
     """fp32 against the fast path on the same passages, one question at a time, alternating."""
-    fp32, fast = load_reader(reader_spec, precision="fp32"), load_reader(reader_spec, precision="auto")
+    fp32, fast = load_reader(reader_spec, ReaderOptions(precision="fp32")), load_reader(reader_spec, ReaderOptions(precision="auto"))
     questions = [ex.question for ex in load_qa(str(QA_SETS["NQ-open dev"]), limit=n)]
     hits = retriever.retrieve(questions, 10)
     times = {"fp32": [], "fast": []}

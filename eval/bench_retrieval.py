@@ -21,14 +21,21 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from rag.bm25 import BM25Index, Tokenizer, bm25_for_index, passage_tokens_text, reference_scorer  # noqa: E402
-from rag.build import open_index  # noqa: E402
+from rag.bm25 import (  # noqa: E402
+    BM25Index,
+    Tokenizer,
+    bm25_for_index,
+    passage_tokens_text,
+    reference_scorer,
+)
 from rag.evaluate import answer_ceiling, evaluate_retrieval  # noqa: E402
+from rag.index_folder import open_index  # noqa: E402
+from rag.paths import default_index, shared_data  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import BM25Retriever, DenseRetriever, HybridConfig, HybridRetriever  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED = shared_data()
 KS = (1, 5, 20, 100)
 
 
@@ -65,7 +72,7 @@ def bm25s_vs_rank_bm25(index, bm25: BM25Index, questions: list[str], k: int = 10
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--index", default="indexes/default")
+    parser.add_argument("--index", default=str(default_index()))
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each set (quick runs)")
     parser.add_argument("--speed-questions", type=int, default=500, help="questions timed through rank-bm25")
     parser.add_argument("--out-dir", default="eval/out")

@@ -4,7 +4,7 @@
     nice -n 10 .venv/bin/python eval/bench_scale.py --n 200000 --passages 256 --opq
 
 Part 1 encodes the first --passages passages of the built-in corpus (real MiniLM) three ways and
-reports passages/s and the ratio to the single-process baseline (rag.build.encode_store_shards):
+reports passages/s and the ratio to the single-process baseline (rag.embeddings.encode_store_shards):
 Ray with 1 worker (all cores) and with 2 workers (half the cores each), on one local Ray cluster.
 Times include each worker's model load, as a build's would (a fresh local cluster per run;
 the cluster's own start-up, ~5 s, is not counted).
@@ -32,9 +32,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rag.build import encode_store_shards, shard_paths  # noqa: E402
 from rag.corpus import read_passages  # noqa: E402
 from rag.distributed import ray_session, ray_shard_encoder  # noqa: E402
+from rag.embeddings import encode_store_shards, shard_paths  # noqa: E402
 from rag.encoders import EncoderConfig, load_encoder  # noqa: E402
 from rag.index import DenseIndex, IndexConfig  # noqa: E402
 from rag.store import PassageStore  # noqa: E402

@@ -25,9 +25,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from rag.paths import default_index, shared_data
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "eval" / "out"
-NQ_DEV = ROOT.parent / "shared" / "data" / "nq-open" / "NQ-open.dev.jsonl"
+NQ_DEV = shared_data() / "nq-open" / "NQ-open.dev.jsonl"
 ANSWER_TEXT = re.compile(r'<div class="rag-answer-text">(.*?)</div>', re.S)
 SERVER_SECONDS = re.compile(r'data-seconds="([0-9.]+)"')
 
@@ -107,7 +109,7 @@ def percentile(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", default=None, help="a running demo; default: start `python demo.py` on a free port")
-    ap.add_argument("--index", default="indexes/default")
+    ap.add_argument("--index", default=str(default_index()))
     ap.add_argument("--reader", default="default")
     ap.add_argument("--questions", default=str(NQ_DEV), help="questions file (any format rag.qa_data.load_qa reads)")
     ap.add_argument("-n", type=int, default=100, help="questions")

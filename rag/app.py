@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+from rag.paths import default_index
 from rag.pipeline import Pipeline, check_question
 from rag.retrieve import RETRIEVERS
 from rag.types import Answer, Hit, RagError, Span
@@ -31,7 +32,7 @@ EXAMPLES = (
 
 @dataclass(frozen=True)
 class DemoConfig:
-    index: str = "indexes/default"
+    index: str = field(default_factory=lambda: str(default_index()))
     reader: str = "default"  # anything rag.pipeline.load_reader takes: "default", a checkpoint path, a hub id
     retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
     k: int = 5  # passages per question, the slider's start value
@@ -81,7 +82,7 @@ def load_models(config: DemoConfig) -> DemoModels:
     """
     from pathlib import Path
 
-    from rag.build import Manifest
+    from rag.index_folder import Manifest
     from rag.pipeline import load_pipeline
     from rag.retrieve import HybridRetriever, load_retriever
 

@@ -31,12 +31,14 @@ from typing import Iterable
 
 import numpy as np
 
+from rag.files import ArtifactKind, publish_folder
 from rag.index import SearchResult
 from rag.store import PassageStore
 from rag.types import Passage, RagError
 
 FORMAT = "rag-bm25 v1"
 META = "bm25.json"
+BM25_KIND = ArtifactKind("a BM25 index", META, FORMAT)
 FOLDER = "bm25"  # inside an index folder
 METHODS = ("lucene", "robertson", "atire")  # bm25s methods with a rank-bm25 equivalent
 
@@ -122,6 +124,8 @@ class BM25Index:
 
     def search(self, questions: list[str], k: int) -> SearchResult:
         """Top-k store rows per question, best first; rows -1 (score 0) where fewer passages share a word with it."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:  # bm25s would take a negative k from the end
+            raise RagError(f"k must be a whole number of 1 or more, not {k!r}")
         k_eff = min(k, self.passages)
         scores = np.zeros((len(questions), max(k, 0)), np.float32)
         rows = np.full((len(questions), max(k, 0)), -1, np.int64)
@@ -145,9 +149,7 @@ class BM25Index:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        from rag.build import publish_folder
-
-        publish_folder(tmp, folder)
+        publish_folder(tmp, folder, BM25_KIND)
 
     @classmethod
     def load(cls, folder: str | Path) -> "BM25Index":
@@ -178,7 +180,7 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
     memory only and the folder is left untouched. Building needs no encoder.
     """
     folder = Path(index.path) / FOLDER
-    sources = [s.get("sha256", "") for s in index.manifest.sources]
+    sources = [s.sha256 for s in index.manifest.sources]
     meta = read_meta(folder)
     why = "missing" if meta is None else "stale"
     if meta is not None and meta["passages"] == len(index.store) and meta["sources"] == sources and meta["config"] == asdict(config):

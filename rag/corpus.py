@@ -8,16 +8,16 @@ from __future__ import annotations
 import bz2
 import csv
 import json
-import re
+import sqlite3
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from rag.types import Passage, RagError
+from rag.wikitext import clean_wikitext
 
-FORMATS = ("wiki-xml", "dpr-tsv", "jsonl", "csv", "hf", "default")
 DEFAULT_CORPUS = "default"
 
 
@@ -82,28 +82,33 @@ def read_passages(
     split: SplitConfig = SplitConfig(),
     on_error: str = "raise",
     report: ReadReport | None = None,
+    stored: Callable[[str], bool] | None = None,
 ) -> Iterator[Passage]:
-    """Stream the passages of a corpus. `fmt` is one of FORMATS or "auto" (from the file name)."""
+    """Stream the passages of a corpus. `fmt` is one of FORMATS or "auto" (from the file name).
+
+    A passage id met twice is a bad record (named by file and line, skipped with on_error="skip");
+    `stored` (e.g. `PassageStore.has` of the index being extended) says which ids are taken already.
+    """
     if on_error not in ("raise", "skip"):
         raise RagError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     fmt = detect_format(source) if fmt == "auto" else fmt
-    readers = {
-        "wiki-xml": _read_wiki_xml,
-        "dpr-tsv": _read_dpr_tsv,
-        "jsonl": _read_jsonl,
-        "csv": _read_csv,
-        "hf": _read_hf,
-        "default": _read_default,
-    }
-    if fmt not in readers:
+    if fmt not in CORPUS_READERS:
         raise RagError(f"unknown corpus format {fmt!r}; valid: {', '.join(FORMATS)}")
     if fmt != "default" and not Path(source).exists():
         raise RagError(f"corpus not found: {source}")
     report = report if report is not None else ReadReport()
     report.source = str(source)
-    for p in readers[fmt](Path(str(source)), split, on_error, report):
-        report.passages += 1
-        yield p
+    with _SeenIds() as seen:
+        for where, p in CORPUS_READERS[fmt](Path(str(source)), split, on_error, report):
+            # Caught here, where the record's file and line are known (the store knows neither).
+            if not seen.first(p.id):
+                _bad(report, on_error, where, f"duplicate passage id {p.id!r}")
+                continue
+            if stored is not None and stored(p.id):
+                _bad(report, on_error, where, f"duplicate passage id {p.id!r} (already in the index)")
+                continue
+            report.passages += 1
+            yield p
     if report.passages == 0:
         raise RagError(f"no passages read from {source} (format {fmt}); is it empty?")
 
@@ -115,72 +120,71 @@ def _bad(report: ReadReport, on_error: str, where: str, what: str) -> None:
     report.skipped.append(msg)
 
 
-def _open_text(path: Path):
+class _SeenIds:
+    """The passage ids read so far, in a private temporary SQLite database.
+
+    Not a Python set: SQLite spills to a temporary file, so memory stays flat over a 21M-passage
+    dump (about 2 us an id). Every corpus is checked whatever its size.
+    """
+
+    def __init__(self):
+        self._db = sqlite3.connect("")  # "": a temporary database, deleted on close
+        self._db.execute("PRAGMA journal_mode=OFF")  # nothing to roll back: the table dies with the read
+        self._db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def first(self, passage_id: str) -> bool:
+        """True the first time an id is seen, False for a duplicate."""
+        return self._db.execute("INSERT OR IGNORE INTO ids VALUES (?)", (passage_id,)).rowcount == 1
+
+    def __enter__(self) -> "_SeenIds":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._db.close()
+
+
+def _open_bytes(path: Path):
     if path.suffix == ".bz2":
-        return bz2.open(path, "rt", encoding="utf-8")
+        return bz2.open(path, "rb")
     if path.suffix == ".gz":
         import gzip
 
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+@dataclass
+class _Lines:
+    """A text file's lines, decoded from UTF-8 one line at a time.
+
+    Decoding per line (not by a text-mode file, which decodes 8 KB chunks) names a bad byte by
+    its line and its offset in the file, and lets `on_error="skip"` drop that line and read on.
+    `line` is the 1-based number of the line last read: a CSV record's line even when the csv
+    module reads several lines for it or a bad line was skipped.
+    """
+
+    path: Path
+    on_error: str
+    report: ReadReport
+    line: int = 0
+
+    def __iter__(self) -> Iterator[str]:
+        offset = 0  # bytes before this line (of the uncompressed text for .bz2/.gz)
+        unpacked = " of the uncompressed text" if self.path.suffix in (".bz2", ".gz") else ""
+        with _open_bytes(self.path) as f:
+            for self.line, raw in enumerate(f, 1):
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    _bad(self.report, self.on_error, f"{self.path}:{self.line}", f"not UTF-8 text ({e.reason}: byte 0x{raw[e.start]:02x} at byte {offset + e.start}{unpacked})")
+                else:
+                    yield text
+                offset += len(raw)
 
 
 # --- Wikipedia pages-articles XML ------------------------------------------------------------
 
-_SKIP_SECTIONS = {"references", "external links", "see also", "further reading", "notes", "bibliography", "sources", "footnotes"}
-_REF = re.compile(r"<ref[^>/]*/>|<ref[^>]*>.*?</ref\s*>", re.S | re.I)
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_LEFTOVER_MARKUP = re.compile(r"\[\[[^\]]*\]\]|\{\{[^}]*\}\}|</?[a-zA-Z][a-zA-Z0-9]*(\s[^<>]*)?/?>|\[\[|\]\]|\{\{|\}\}")
-_NON_TEXT_LINK = re.compile(r"^\s*:?\s*(file|image|category|media|[a-z]{2,3}(-[a-z]+)?)\s*:", re.I)
-
-
-def clean_wikitext(wikitext: str) -> str:
-    """Wikitext -> plain text: templates, refs, tables, files and categories removed, link text kept."""
-    import mwparserfromhell
-
-    # References are dropped before parsing: the parser gives up on some nested <ref> markup
-    # (a template inside a ref inside a quote) and would leave it behind as text.
-    wikitext = _REF.sub(" ", _COMMENT.sub("", wikitext))
-    code = mwparserfromhell.parse(wikitext)
-    for section in code.get_sections(levels=[2]):
-        heading = section.filter_headings()[0].title.strip_code().strip().lower()
-        if heading in _SKIP_SECTIONS:
-            try:
-                code.remove(section)
-            except ValueError:  # already removed with an enclosing section
-                pass
-    for node in code.filter_templates(recursive=False):
-        _remove(code, node)
-    for node in code.filter_tags(matches=lambda t: str(t.tag).lower() in ("table", "ref", "gallery", "math")):
-        _remove(code, node)
-    for link in code.filter_wikilinks():
-        if _NON_TEXT_LINK.match(str(link.title)):
-            _remove(code, link)
-    for heading in code.filter_headings():
-        _remove(code, heading)
-    text = code.strip_code(normalize=True, collapse=True)
-    # strip_code leaves list bullets, table rows parsed outside <table> and bold/italic quote runs.
-    lines = []
-    for line in text.splitlines():
-        line = line.strip().lstrip("*#:;").strip()
-        if not line or line.startswith(("{|", "|", "!")):
-            continue
-        lines.append(line)
-    text = " ".join(lines)
-    text = re.sub(r"'{2,}", "", text)
-    text = _LEFTOVER_MARKUP.sub(" ", text)  # what the parser could not parse: unbalanced [[ ]], {{ }}, stray tags
-    text = re.sub(r"\(\s*[,;]?\s*\)", "", text)  # "( )" left where a template sat in parentheses
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _remove(code, node) -> None:
-    try:
-        code.remove(node)
-    except ValueError:  # inside a node removed earlier
-        pass
-
-
-def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     opener = bz2.open if path.suffix == ".bz2" else open
     pages = 0
     last_title = None
@@ -205,7 +209,8 @@ def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadRe
                     last_title = title
                     if ns == "0" and not redirect and text and not text.lstrip().upper().startswith("#REDIRECT"):
                         report.documents += 1
-                        yield from split_passages(page_id or title, title, clean_wikitext(text), split)
+                        where = f"{path}: page {page_id} {title!r}"
+                        yield from ((where, p) for p in split_passages(page_id or title, title, clean_wikitext(text), split))
                     title = ns = page_id = text = None
                     redirect = False
                     elem.clear()  # keep memory flat over a multi-GB dump
@@ -221,32 +226,32 @@ def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadRe
 # --- DPR psgs_w100.tsv, JSONL, CSV -------------------------------------------------------------
 
 
-def _read_dpr_tsv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_dpr_tsv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     # DPR's passages are already 100-word blocks: kept as they are, with their ids.
     csv.field_size_limit(sys.maxsize)
-    with _decode_errors(path):
-        with _open_text(path) as f:
-            reader = csv.reader(f, delimiter="\t")
-            header = next(reader, None)
-            if header is None:
-                return
-            if [h.strip().lower() for h in header] != ["id", "text", "title"]:
-                raise RagError(f"{path}:1: expected the header 'id<TAB>text<TAB>title', found {header!r}")
-            for row in reader:
-                where = f"{path}:{reader.line_num}"
-                if len(row) != 3:
-                    _bad(report, on_error, where, f"expected 3 tab-separated columns (id, text, title), found {len(row)}")
-                    continue
-                pid, text, title = row
-                if not pid.strip() or not text.strip():
-                    _bad(report, on_error, where, "empty id or text")
-                    continue
-                report.documents += 1
-                yield Passage(pid.strip(), title, text)
+    lines = _Lines(path, on_error, report)
+    with _read_errors(path):
+        reader = csv.reader(lines, delimiter="\t")
+        header = next(reader, None)
+        if header is None:
+            return
+        if [h.strip().lower() for h in header] != ["id", "text", "title"]:
+            raise RagError(f"{path}:{lines.line}: expected the header 'id<TAB>text<TAB>title', found {header!r}")
+        for row in reader:
+            where = f"{path}:{lines.line}"
+            if len(row) != 3:
+                _bad(report, on_error, where, f"expected 3 tab-separated columns (id, text, title), found {len(row)}")
+                continue
+            pid, text, title = row
+            if not pid.strip() or not text.strip():
+                _bad(report, on_error, where, "empty id or text")
+                continue
+            report.documents += 1
+            yield where, Passage(pid.strip(), title, text)
 
 
-def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
-    """(where, position, record) with `title`, `text` and optional `id` -> passages.
+def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
+    """(where, position, record) with `title`, `text` and optional `id` -> (where, passage) pairs.
 
     A record without an id is named by its 0-based position in the file, so skipping a bad
     record never renames the records after it.
@@ -265,44 +270,47 @@ def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitC
             continue
         doc_id = str(rec["id"]) if rec.get("id") not in (None, "") else str(n)
         report.documents += 1
-        yield from split_passages(doc_id, title, text, split)
+        yield from ((where, p) for p in split_passages(doc_id, title, text, split))
 
 
-def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
+    lines = _Lines(path, on_error, report)
+
     def records():
-        with _open_text(path) as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    yield f"{path}:{i}", i - 1, json.loads(line)
-                except json.JSONDecodeError as e:
-                    _bad(report, on_error, f"{path}:{i}", f"invalid JSON ({e.msg} at column {e.colno})")
+        for line in lines:
+            if not line.strip():
+                continue
+            where = f"{path}:{lines.line}"
+            try:
+                yield where, lines.line - 1, json.loads(line)
+            except json.JSONDecodeError as e:
+                _bad(report, on_error, where, f"invalid JSON ({e.msg} at column {e.colno})")
 
-    with _decode_errors(path):
+    with _read_errors(path):
         yield from _records_to_passages(records(), split, on_error, report)
 
 
-def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     csv.field_size_limit(sys.maxsize)
+    lines = _Lines(path, on_error, report)
 
     def records():
-        with _open_text(path) as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "text" not in reader.fieldnames:
-                raise RagError(f"{path}:1: CSV header must name a 'text' column (and 'title', optional 'id'); found {reader.fieldnames}")
-            for n, rec in enumerate(reader):
-                if None in rec or None in rec.values():  # more or fewer cells than header columns
-                    _bad(report, on_error, f"{path}:{reader.line_num}", f"expected {len(reader.fieldnames)} columns")
-                    continue
-                yield f"{path}:{reader.line_num}", n, rec
+        reader = csv.DictReader(lines)
+        if reader.fieldnames is None or "text" not in reader.fieldnames:
+            raise RagError(f"{path}:{max(lines.line, 1)}: CSV header must name a 'text' column (and 'title', optional 'id'); found {reader.fieldnames}")
+        for n, rec in enumerate(reader):
+            where = f"{path}:{lines.line}"
+            if None in rec or None in rec.values():  # more or fewer cells than header columns
+                _bad(report, on_error, where, f"expected {len(reader.fieldnames)} columns")
+                continue
+            yield where, n, rec
 
-    with _decode_errors(path):
+    with _read_errors(path):
         yield from _records_to_passages(records(), split, on_error, report)
 
 
-class _decode_errors:
-    """Turns a file that is not UTF-8 or a broken compressed stream into a RagError naming the file."""
+class _read_errors:
+    """Turns a broken compressed stream or an unreadable file into a RagError naming the file."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -311,8 +319,6 @@ class _decode_errors:
         return self
 
     def __exit__(self, typ, e, tb):
-        if isinstance(e, UnicodeDecodeError):
-            raise RagError(f"{self.path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
         if isinstance(e, EOFError):
             raise RagError(f"{self.path}: file is truncated ({e})") from e
         if isinstance(e, OSError):
@@ -323,7 +329,7 @@ class _decode_errors:
 # --- Hugging Face datasets and the built-in corpus -----------------------------------------------
 
 
-def _read_hf(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_hf(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     """A dataset saved with `save_to_disk`, or local parquet/json/csv files, with `title` and `text` columns."""
     import datasets
 
@@ -341,12 +347,16 @@ def _read_hf(path: Path, split: SplitConfig, on_error: str, report: ReadReport) 
         if builder is None:
             raise RagError(f"{path}: a Hugging Face dataset must be a saved folder or a .parquet/.jsonl/.csv file")
         ds = datasets.load_dataset(builder, data_files=str(path), split="train")
-    yield from passages_from_dataset(ds, str(path), split, on_error, report)
+    yield from _dataset_passages(ds, str(path), split, on_error, report)
 
 
 def passages_from_dataset(ds, name: str, split: SplitConfig = SplitConfig(), on_error: str = "raise", report: ReadReport | None = None) -> Iterator[Passage]:
     """Passages from an in-memory `datasets.Dataset` (columns `title`, `text`, optional `id`)."""
     report = report if report is not None else ReadReport(source=name)
+    yield from (p for _, p in _dataset_passages(ds, name, split, on_error, report))
+
+
+def _dataset_passages(ds, name: str, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     if "text" not in ds.column_names:
         raise RagError(f"{name}: dataset has columns {ds.column_names}; it needs 'text' (and 'title', optional 'id')")
     rows = ((f"{name} row {i}", i, rec) for i, rec in enumerate(ds))
@@ -370,9 +380,15 @@ def default_corpus_path() -> Path:
     return path
 
 
-def _read_default(_: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[Passage]:
+def _read_default(_: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     path = default_corpus_path()
     with open(path, encoding="utf-8") as f:
         articles = json.load(f)  # 6 MB: small enough to read whole
     records = ((f"{path} [{title!r}]", i, {"id": title, "title": a.get("title", title), "text": a.get("extract", "")}) for i, (title, a) in enumerate(articles.items()))
     yield from _records_to_passages(records, split, on_error, report)
+
+
+# format -> reader(path, split, on_error, report) yielding (where, Passage). A new corpus format is
+# one reader function plus one entry here (and its file suffix in detect_format for --format auto).
+CORPUS_READERS = {"wiki-xml": _read_wiki_xml, "dpr-tsv": _read_dpr_tsv, "jsonl": _read_jsonl, "csv": _read_csv, "hf": _read_hf, "default": _read_default}
+FORMATS = tuple(CORPUS_READERS)

@@ -1,7 +1,7 @@
 """Ray backends: encode embedding shards as Ray tasks, and hold index shards in Ray actors.
 
 `rag index build --ray [ADDRESS]` calls `ray_shard_encoder(...)`, whose `encode_shards` does what
-rag.build.encode_store_shards does in process: every missing shard file emb_NNNNN.npy of the passage
+rag.embeddings.encode_store_shards does in process: every missing shard file emb_NNNNN.npy of the passage
 store is encoded, by one Ray task per shard (one GPU each where the cluster has GPUs, else CPUs), and
 written by atomic rename. A task whose worker dies is retried by Ray (`max_retries`) without touching
 the other shards; a build that fails anyway keeps its finished shards and resumes when rerun.
@@ -21,8 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from rag.build import encode_shard, save_npy_atomic, shard_paths
+from rag.embeddings import encode_shard, shard_paths
 from rag.encoders import Encoder, EncoderConfig, load_encoder
+from rag.files import save_npy_atomic
 from rag.index import DenseIndex, IndexConfig, SearchResult
 from rag.sharded import ShardedIndex
 from rag.store import PassageStore
@@ -147,6 +148,13 @@ def _die_if_told(_: int) -> None:
 # --- search: index shards held by Ray actors ------------------------------------------------
 
 
+def open_index_in_ray_actors(path: str | Path, mmap: bool = False):
+    """An index folder (rag.index_folder.open_index, checked) whose shards are held by Ray actors."""
+    from rag.index_folder import open_index
+
+    return open_index(path, mmap=mmap, dense_loader=RayShardedIndex.load)
+
+
 class _ShardActor:
     """Holds one index shard (a DenseIndex file) in a Ray actor and searches it."""
 
@@ -161,6 +169,9 @@ class _ShardActor:
 
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         return self.dense.search(queries, k)
+
+    def reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        return self.dense.reconstruct(rows)
 
 
 class RayShardedIndex(ShardedIndex):
@@ -201,6 +212,11 @@ class RayShardedIndex(ShardedIndex):
 
     def save(self, folder: str | Path) -> None:
         raise RagError("an index held by Ray actors is saved where it was loaded from; nothing to save")
+
+    def _reconstruct_shard(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        import ray
+
+        return ray.get(self.actors[shard].reconstruct.remote(rows))
 
     def _shard_results(self, queries: np.ndarray, k: int) -> list[SearchResult]:
         import ray

@@ -50,7 +50,7 @@ def default_model_path() -> str:
     return str(get_model_path())
 
 
-def _device(requested: str | None) -> str:
+def resolve_device(requested: str | None) -> str:
     import torch
 
     if requested:
@@ -67,7 +67,7 @@ class SentenceTransformerEncoder:
         self.config = config
         self.spec = config.spec
         path = default_model_path() if config.spec == DEFAULT_ENCODER else config.spec
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         try:
             self.model = SentenceTransformer(path, device=self.device)
         except OSError as e:  # hub unreachable or no such folder
@@ -104,7 +104,7 @@ class DPREncoder:
         if len(names) != 2 or not all(n.strip() for n in names):
             raise RagError(f"a DPR encoder is 'dpr:QUESTION_MODEL,CONTEXT_MODEL', got {config.spec!r}")
         q_name, ctx_name = (n.strip() for n in names)
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         try:
             self.q_tokenizer = AutoTokenizer.from_pretrained(q_name)
             self.ctx_tokenizer = AutoTokenizer.from_pretrained(ctx_name)
@@ -137,9 +137,12 @@ class DPREncoder:
 
 
 def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
-    """The one place an encoder backend is chosen."""
+    """The one place an encoder backend is chosen: by the longest ENCODERS prefix of the spec."""
     if isinstance(config, str):
         config = EncoderConfig(spec=config)
-    if config.spec.startswith("dpr:"):
-        return DPREncoder(config)
-    return SentenceTransformerEncoder(config)
+    prefix = max((p for p in ENCODERS if config.spec.startswith(p)), key=len)
+    return ENCODERS[prefix](config)
+
+
+# spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here.
+ENCODERS = {"dpr:": DPREncoder, "": SentenceTransformerEncoder}

@@ -268,7 +268,7 @@ class ReaderReport(_MeanScores):
 
 
 def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "reader", doc_stride: int = 128, progress: bool = True) -> ReaderReport:
-    """A span reader over SQuAD questions, each reading its own paragraph.
+    """A reader (span reader or generator) over SQuAD questions, each reading its own paragraph.
 
     A paragraph longer than the reader's window is cut into overlapping windows, read as separate
     passages of equal retrieval score: the reader's selection head and span scores pick among them.
@@ -296,7 +296,8 @@ def paragraph_windows(reader, question: str, title: str, context: str, doc_strid
     from rag.types import Passage
 
     prefix = f"{title}{TITLE_SEPARATOR}" if title else ""
-    enc = reader.tokenizer(question, prefix + context, truncation="only_second", max_length=reader.config.max_length,
+    window = getattr(reader.config, "max_length", None) or reader.config.max_source_length  # span reader / generator
+    enc = reader.tokenizer(question, prefix + context, truncation="only_second", max_length=window,
                            stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)
     windows = []
     for w in range(len(enc["input_ids"])):

@@ -50,13 +50,24 @@ class RagGenerator:
     """Reader protocol implementation (rag.pipeline.Reader) for seq2seq generation; also the training loss."""
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
+        tokenizer, model = _load_seq2seq(config.model)
+        self._init(config, tokenizer, model)
+
+    @classmethod
+    def from_model(cls, config: GeneratorConfig, tokenizer, model) -> "RagGenerator":
+        """A generator around a model in memory (one being trained by rag.train_generator)."""
+        generator = cls.__new__(cls)
+        generator._init(config, tokenizer, model)
+        return generator
+
+    def _init(self, config: GeneratorConfig, tokenizer, model) -> None:
         import torch
 
-        from rag.encoders import _device
+        from rag.encoders import resolve_device
 
         self.config = config
-        self.device = _device(config.device)
-        self.tokenizer, self.model = _load_seq2seq(config.model)
+        self.device = resolve_device(config.device)
+        self.tokenizer, self.model = tokenizer, model
         self.model.to(self.device).eval()
         mc = self.model.config
         self.start_id = mc.decoder_start_token_id if mc.decoder_start_token_id is not None else mc.pad_token_id
@@ -68,14 +79,22 @@ class RagGenerator:
     # --- inputs and per-passage likelihoods ---------------------------------------------------
 
     def contexts(self, question: str, passages: list[Passage]) -> list[str]:
-        return [f"{p.title}{TITLE_SEP}{p.text}{DOC_SEP}{question}" if p.title else f"{p.text}{DOC_SEP}{question}" for p in passages]
+        """RAG's `title / text // question`, the passage text cut so that the question always fits."""
+        out = []
+        for p in passages:
+            head, tail = f"{p.title}{TITLE_SEP}" if p.title else "", f"{DOC_SEP}{question}"
+            budget = self.config.max_source_length - 4 - len(self.tokenizer.tokenize(head + tail))
+            out.append(f"{head}{_cut_to_tokens(self.tokenizer, p.text, budget)}{tail}")
+        return out
 
     def encode(self, question: str, passages: list[Passage]) -> dict:
         enc = self.tokenizer(self.contexts(question, passages), truncation=True, max_length=self.config.max_source_length, padding=True, return_tensors="pt", return_token_type_ids=False)
         return {k: v.to(self.device) for k, v in enc.items()}
 
     def target_ids(self, answers: list[str]) -> list[list[int]]:
-        return self.tokenizer(text_target=list(answers), truncation=True, max_length=self.config.max_answer_tokens, return_token_type_ids=False)["input_ids"]
+        ids = self.tokenizer(text_target=list(answers), truncation=True, max_length=self.config.max_answer_tokens, return_token_type_ids=False)["input_ids"]
+        # A BERT tokenizer opens every text with [CLS], the decoder's start token: the target begins after it.
+        return [t[1:] if t and t[0] == self.start_id and t[0] != self.eos_id else t for t in ids]
 
     def token_log_probs(self, inputs: dict, targets: list[list[int]], pairs: list[tuple[int, int]] | None = None):
         """log p(y_t | x, z, y_<t) for target n and passage z: [N, K, T] (0 beyond each target's end).
@@ -194,17 +213,20 @@ class RagGenerator:
 
     # --- checkpoints --------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> None:
+    def save(self, folder: str | Path, half: bool = False) -> None:
+        """A generator folder; `half`: fp16 weights (what ships; loading computes in fp32)."""
+        import copy
+
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
+        (copy.deepcopy(self.model).half() if half else self.model).save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         (folder / GENERATOR_FILE).write_text(json.dumps({"format": GENERATOR_FORMAT, "config": {**asdict(self.config), "model": str(folder)}}, indent=2))
 
 
 def load_generator(folder: str | Path, device: str | None = None, **changes) -> RagGenerator:
     """A generator saved by RagGenerator.save (by `rag train --reader rag-sequence|rag-token`)."""
-    from rag.build import read_versioned_json
+    from rag.files import read_versioned_json
 
     data = read_versioned_json(Path(folder) / GENERATOR_FILE, GENERATOR_FORMAT)
     return RagGenerator(replace(GeneratorConfig(**data["config"]), model=str(folder), device=device, **changes))
@@ -219,9 +241,17 @@ def _load_seq2seq(spec: str):
             from transformers import RagSequenceForGeneration, RagTokenizer
 
             return RagTokenizer.from_pretrained(spec).generator, RagSequenceForGeneration.from_pretrained(spec).generator
-        return AutoTokenizer.from_pretrained(spec), AutoModelForSeq2SeqLM.from_pretrained(spec)
+        return AutoTokenizer.from_pretrained(spec), AutoModelForSeq2SeqLM.from_pretrained(spec).float()  # shipped weights are fp16
     except (OSError, ValueError) as e:
         raise RagError(f"cannot load generator {spec!r} (a seq2seq model: hub id or local path): {e}") from e
+
+
+def _cut_to_tokens(tokenizer, text: str, budget: int) -> str:
+    """`text` cut after its first `budget` tokens (at a token's end); unchanged when it fits."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= budget:
+        return text
+    return text[: enc["offset_mapping"][max(budget, 1) - 1][1]]
 
 
 def _strip(ids: list[int], eos: int, pad: int) -> list[int]:

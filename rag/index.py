@@ -1,4 +1,6 @@
-"""DenseIndex: a FAISS maximum-inner-product index over passage vectors.
+"""VectorIndex (the interface) and DenseIndex: a FAISS maximum-inner-product index over passage vectors.
+
+Index kinds (flat, hnsw, ivfpq) are FAISS_FACTORIES entries; a new kind is one function and one entry.
 
 Row i of the index is row i of the passage store beside it, so no separate id map is needed:
 `add` appends to both in the same order.
@@ -8,13 +10,49 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from rag.types import RagError
 
-KINDS = ("flat", "hnsw", "ivfpq")
 REFINES = ("sq8", "flat", "none")
+
+
+def _flat(x: np.ndarray, config: IndexConfig):
+    import faiss
+
+    return faiss.IndexFlatIP(x.shape[1])
+
+
+def _hnsw(x: np.ndarray, config: IndexConfig):
+    import faiss
+
+    index = faiss.IndexHNSWFlat(x.shape[1], config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    return index
+
+
+def _ivfpq(x: np.ndarray, config: IndexConfig):
+    import faiss
+
+    d = x.shape[1]
+    opq = f"OPQ{config.pq_m}," if config.opq else ""
+    index = faiss.index_factory(d, f"{opq}IVF{config.ivf_nlist},PQ{config.pq_m}x{config.pq_nbits}", faiss.METRIC_INNER_PRODUCT)
+    if config.opq:  # OPQ learns its rotation with a PQ of its own: give it the index's code size
+        rotation = faiss.downcast_VectorTransform(index.chain.at(0))
+        rotation_pq = faiss.ProductQuantizer(d, config.pq_m, config.pq_nbits)
+        rotation.pq = rotation_pq
+    index.train(x)
+    if config.opq:
+        rotation.pq = None  # rotation_pq is freed with this frame
+    return _with_refine(index, x, config)
+
+
+# kind -> (sample [n, d] float32, config) -> an empty FAISS index trained on the sample.
+# A new index kind is one function plus one entry here (and its parameters in IndexConfig).
+FAISS_FACTORIES = {"flat": _flat, "hnsw": _hnsw, "ivfpq": _ivfpq}
+KINDS = tuple(FAISS_FACTORIES)  # the CLI's choices
 
 
 @dataclass(frozen=True)
@@ -44,6 +82,29 @@ class IndexConfig:
 class SearchResult:
     scores: np.ndarray  # [n_queries, k] float32, best first
     rows: np.ndarray  # [n_queries, k] int64 store rows; -1 where fewer than k passages exist
+
+
+class VectorIndex(Protocol):
+    """What every vector index is to the rest of rag (DenseIndex of any kind, ShardedIndex, RayShardedIndex).
+
+    Row r of the index is row r of the passage store; rows are appended, never reordered.
+    search: inner-product top-k, best first, row -1 where fewer than k vectors exist.
+    reconstruct: the stored (for compressed kinds: decoded) vectors of the given rows.
+    save/load: DenseIndex takes one file, ShardedIndex a folder / list of files; both replace files atomically.
+    """
+
+    config: IndexConfig
+
+    @property
+    def dim(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def add(self, embeddings: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int) -> SearchResult: ...
+
+    def reconstruct(self, rows) -> np.ndarray: ...
 
 
 # Code sizes (bytes per vector) faiss-gpu's IVF-PQ can search; the automatic choice stays within them.
@@ -108,29 +169,10 @@ class DenseIndex:
 
         Building shard by shard: train once, then `add` each shard's vectors to its own `empty_copy()`.
         """
-        import faiss
-
         x = _as_f32(sample)
-        d = x.shape[1]
-        if config.kind == "flat":
-            index = faiss.IndexFlatIP(d)
-        elif config.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = config.hnsw_ef_construction
-        else:
-            if not config.ivf_nlist or not config.pq_m:
-                config = resolve_ivfpq(config, len(x), d)
-            opq = f"OPQ{config.pq_m}," if config.opq else ""
-            index = faiss.index_factory(d, f"{opq}IVF{config.ivf_nlist},PQ{config.pq_m}x{config.pq_nbits}", faiss.METRIC_INNER_PRODUCT)
-            if config.opq:  # OPQ learns its rotation with a PQ of its own: give it the index's code size
-                rotation = faiss.downcast_VectorTransform(index.chain.at(0))
-                rotation_pq = faiss.ProductQuantizer(d, config.pq_m, config.pq_nbits)
-                rotation.pq = rotation_pq
-            index.train(x)
-            if config.opq:
-                rotation.pq = None  # rotation_pq is freed with this frame
-            index = _with_refine(index, x, config)
-        return cls(index, config)
+        if config.kind == "ivfpq" and (not config.ivf_nlist or not config.pq_m):
+            config = resolve_ivfpq(config, len(x), x.shape[1])
+        return cls(FAISS_FACTORIES[config.kind](x, config), config)
 
     def empty_copy(self) -> "DenseIndex":
         """A copy with the same (trained) parameters and no vectors."""
@@ -149,6 +191,26 @@ class DenseIndex:
         self._search_index = _to_gpu(self._index, self.config)
         self._apply_search_params()
 
+    def reconstruct(self, rows) -> np.ndarray:
+        """The stored vectors at `rows` ([n, dim]; exact for flat and HNSW, decoded for compressed kinds)."""
+        import faiss
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        if np.any((rows < 0) | (rows >= len(self))):
+            raise RagError(f"rows outside the index (0..{len(self) - 1})")
+        try:
+            return self._reconstruct(rows)
+        except RuntimeError:  # an IVF index maps rows to its lists only on request
+            faiss.extract_index_ivf(self._index).make_direct_map()
+            return self._reconstruct(rows)
+
+    def _reconstruct(self, rows: np.ndarray) -> np.ndarray:
+        if np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):  # a run of rows: one call
+            return self._index.reconstruct_n(int(rows[0]), len(rows))
+        return np.stack([self._index.reconstruct(int(r)) for r in rows])
+
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         q = _as_f32(queries)
         if q.shape[1] != self.dim:
@@ -160,13 +222,11 @@ class DenseIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the index by atomic rename: a crash mid-write leaves the previous file whole."""
-        import os
-
         import faiss
 
-        tmp = Path(str(path) + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, path)
+        from rag.files import write_with
+
+        write_with(Path(path), lambda tmp: faiss.write_index(self._index, tmp))
 
     @classmethod
     def load(cls, path: str | Path, config: IndexConfig, mmap: bool = False) -> "DenseIndex":
@@ -236,3 +296,4 @@ def _to_gpu(index, config: IndexConfig):
 
         print(f"rag: searching on CPU, faiss-gpu cannot take this index: {str(e).splitlines()[-1]}", file=sys.stderr)
         return index
+

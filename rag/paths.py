@@ -1,20 +1,45 @@
-"""Where shipped artifacts live, resolved in one place and never from the working directory.
+"""Where default artifacts and data live, resolved in one place and never from the working directory.
 
-The project's `models/` folder sits beside the `rag` package (a checkout or an editable install);
-set RAG_MODELS_DIR to use another folder (a wheel install, a read-only copy, your own models).
+The project's folders sit beside the `rag` package (a checkout or an editable install):
+  models/      shipped weights (models/reader ...)        RAG_MODELS_DIR overrides
+  indexes/     index folders; indexes/default is the one commands use when given none
+                                                          RAG_INDEXES_DIR overrides
+  checkpoints/ where `rag train` writes when given no --out RAG_CHECKPOINTS_DIR overrides
+  ../shared/data  the QA and corpus files the benchmarks read   RAG_SHARED_DATA overrides
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-MODELS_ENV = "RAG_MODELS_DIR"
-SHIPPED_READER = "reader"  # models/reader: the span reader trained on SQuAD + open-domain QA (see its README.md)
+PROJECT = Path(__file__).resolve().parent.parent
+SHIPPED_READER = "reader"  # models/reader: the span reader trained on SQuAD (see its README.md)
+SHIPPED_GENERATOR = "generator"  # models/generator: the RAG generator trained on SQuAD (see its README.md)
+
+
+def _configured(env: str, default: Path) -> Path:
+    value = os.environ.get(env)
+    return Path(value) if value else default
 
 
 def models_dir() -> Path:
-    configured = os.environ.get(MODELS_ENV)
-    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "models"
+    return _configured("RAG_MODELS_DIR", PROJECT / "models")
+
+
+def indexes_dir() -> Path:
+    return _configured("RAG_INDEXES_DIR", PROJECT / "indexes")
+
+
+def default_index() -> Path:
+    return indexes_dir() / "default"
+
+
+def checkpoints_dir() -> Path:
+    return _configured("RAG_CHECKPOINTS_DIR", PROJECT / "checkpoints")
+
+
+def shared_data() -> Path:
+    return _configured("RAG_SHARED_DATA", PROJECT.parent / "shared" / "data")
 
 
 def shipped_model(name: str) -> Path | None:

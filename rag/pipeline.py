@@ -4,10 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from rag.retrieve import Retriever
+from rag.checkpoint import CHECKPOINT_FILE
+from rag.generate import GENERATOR_FILE
+from rag.read import READER_FILE
+from rag.retrieve import Retriever, check_k
 from rag.types import Answer, Hit, RagError
 
 MAX_QUESTION_CHARS = 500  # questions are cut here: the reader reads question + passage in 256 tokens; keeps a 100 KB paste fast
+LONGEST_WORD = 40  # how far back a cut looks for the end of a word
 
 
 @dataclass(frozen=True)
@@ -22,9 +26,30 @@ def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) ->
     if not text:
         raise RagError("Type a question first.")
     if len(text) > max_chars:
-        cut = text[:max_chars].rsplit(" ", 1)[0] or text[:max_chars]
+        cut = cut_at_word(text, max_chars)
         return CheckedQuestion(cut, (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",))
     return CheckedQuestion(text)
+
+
+def cut_at_word(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, between two words where one is near the limit.
+
+    It goes back at most LONGEST_WORD characters, to the last space, else to the last character
+    that is not a letter or digit; with neither (Chinese, Thai, a URL) it cuts at the limit.
+    Looking back for a space without that bound cut "Who is " + 616 characters of Chinese (one
+    space in 623 characters) to "Who is": 6 characters.
+    """
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    if not (head[-1].isalnum() and text[limit].isalnum()):  # the limit falls between words already
+        return head.rstrip()
+    near = max(limit - LONGEST_WORD, 1)
+    space = head.rfind(" ", near)
+    if space >= near:
+        return head[:space]
+    other = max((i for i in range(near, limit) if not head[i].isalnum()), default=None)
+    return head[: other + 1].rstrip() if other is not None else head
 
 
 class Reader(Protocol):
@@ -43,51 +68,100 @@ class Pipeline:
     reader: Reader
     k: int = 10
 
+    def __post_init__(self):
+        check_k(self.k)
+
     def answer(self, questions: list[str], k: int | None = None) -> list[Answer]:
-        hits = self.retriever.retrieve(list(questions), k or self.k)
+        hits = self.retriever.retrieve(list(questions), self.k if k is None else k)  # k=0 is refused, not read as "default"
         return self.reader.read(list(questions), hits)
 
 
-def load_reader(spec: str = "default", device: str | None = None, generator: str | None = None, max_length: int | None = None, precision: str = "auto") -> Reader:
+@dataclass(frozen=True)
+class ReaderOptions:
+    device: str | None = None  # None: cuda when available, else cpu
+    generator: str | None = None  # rag-sequence / rag-token: the seq2seq model (hub id or path; default facebook/rag-<variant>-nq)
+    precision: str = "auto"  # span reader: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32
+
+
+def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions()) -> Reader:
     """The one place a reader is chosen.
 
     spec:
-      "default"                     the shipped span reader (models/reader, trained on SQuAD and open-domain
-                                    QA; see rag.paths), else the UNTRAINED MiniLM with a random span head (with a warning)
-      a folder                      a `rag train` checkpoint, a saved span reader or generator, or a
-                                    BertForQuestionAnswering-style QA model folder
-      "rag-sequence" / "rag-token"  a seq2seq generator (`generator`: hub id or path; default facebook/rag-*-nq)
+      a name in NAMED_READERS       "default": the shipped span reader (models/reader; see rag.paths), else
+                                    the UNTRAINED MiniLM with a random span head (with a warning);
+                                    "rag-sequence" / "rag-token": a seq2seq generator (options.generator)
+      a folder                      chosen by the type header it holds (READER_FOLDERS): a `rag train`
+                                    checkpoint, a span reader, a generator; else a transformers QA model folder
       anything else                 a hub QA checkpoint id (e.g. a SQuAD-tuned BERT), needs a network
-    precision: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32, for the span reader.
+    A new reader is one module plus one entry in NAMED_READERS or READER_FOLDERS.
     """
     from pathlib import Path
 
-    from rag.paths import SHIPPED_READER, models_dir, shipped_model
-    from rag.read import READER_FILE, ReaderConfig, SpanReader, warn
-    from rag.train import is_checkpoint
-
-    span_options = {"device": device, "precision": precision, **({"max_length": max_length} if max_length else {})}
-    if spec in ("rag-sequence", "rag-token"):
-        from rag.generate import GeneratorConfig, RagGenerator
-
-        variant = spec.removeprefix("rag-")
-        return RagGenerator(GeneratorConfig(model=generator or f"facebook/rag-{variant}-nq", variant=variant, device=device))
-    if spec == "default":
-        shipped = shipped_model(SHIPPED_READER)
-        if shipped is not None:
-            return SpanReader(ReaderConfig(model=str(shipped), **span_options))
-        warn(f"no shipped reader at {models_dir() / SHIPPED_READER}: using the UNTRAINED MiniLM span reader, its answers are random spans. "
-             "Train one with: rag train reader --squad SQUAD_TRAIN_FILE --out DIR, then --reader DIR/reader")
-        return SpanReader(ReaderConfig(model="default", **span_options))
+    if spec in NAMED_READERS:
+        return NAMED_READERS[spec](options)
     path = Path(spec)
-    if is_checkpoint(path):
-        path = path / "reader"
-    if path.is_dir() and not (path / READER_FILE).exists():
-        from rag.generate import GENERATOR_FILE, RagGenerator, load_generator
+    if path.is_dir():
+        for header, load in READER_FOLDERS.items():
+            if (path / header).exists():
+                return load(path, options)
+    elif _looks_like_a_path(spec):
+        raise RagError(f"--reader {spec}: no such folder (a reader is a folder, a `rag train` checkpoint, 'default', rag-sequence, rag-token or a hub id)")
+    return _span_reader(spec, options)
 
-        if (path / GENERATOR_FILE).exists():
-            return load_generator(path, device=device)
-    return SpanReader(ReaderConfig(model=str(path) if path.exists() else spec, **span_options))
+
+def _looks_like_a_path(spec: str) -> bool:
+    """A hub id is 'name' or 'org/name'; anything else with a slash, or starting with . / ~, is a path."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
+def _span_reader(model, options: ReaderOptions) -> Reader:
+    from rag.read import ReaderConfig, SpanReader
+
+    return SpanReader(ReaderConfig(model=str(model), device=options.device, precision=options.precision))
+
+
+def _default_reader(options: ReaderOptions) -> Reader:
+    from rag.paths import SHIPPED_READER, models_dir, shipped_model
+    from rag.read import warn
+
+    shipped = shipped_model(SHIPPED_READER)
+    if shipped is not None:
+        return _span_reader(shipped, options)
+    warn(f"no shipped reader at {models_dir() / SHIPPED_READER}: using the UNTRAINED MiniLM span reader, its answers are random spans. "
+         "Train one with: rag train reader --squad SQUAD_TRAIN_FILE --out DIR, then --reader DIR/reader")
+    return _span_reader("default", options)
+
+
+def _rag_generator(variant: str):
+    """RAG-Sequence / RAG-Token with options.generator, else the shipped generator (models/generator),
+    else the hub's facebook/rag-<variant>-nq (needs a network)."""
+
+    def load(options: ReaderOptions) -> Reader:
+        from pathlib import Path
+
+        from rag.generate import GeneratorConfig, RagGenerator, load_generator
+        from rag.paths import SHIPPED_GENERATOR, shipped_model
+
+        saved = Path(options.generator) if options.generator else shipped_model(SHIPPED_GENERATOR)
+        if saved is not None and (saved / GENERATOR_FILE).exists():  # a generator folder keeps its settings
+            return load_generator(saved, device=options.device, variant=variant)
+        return RagGenerator(GeneratorConfig(model=options.generator or f"facebook/rag-{variant}-nq", variant=variant, device=options.device))
+
+    return load
+
+
+def _generator_folder(path, options: ReaderOptions) -> Reader:
+    from rag.generate import load_generator
+
+    return load_generator(path, device=options.device)
+
+
+def _checkpoint_reader(path, options: ReaderOptions) -> Reader:
+    return load_reader(str(path / "reader"), options)
+
+
+NAMED_READERS = {"default": _default_reader, "rag-sequence": _rag_generator("sequence"), "rag-token": _rag_generator("token")}
+READER_FOLDERS = {CHECKPOINT_FILE: _checkpoint_reader, READER_FILE: _span_reader, GENERATOR_FILE: _generator_folder}  # type header -> loader
 
 
 def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: str = "dense", device: str | None = None, generator: str | None = None, hybrid=None,
@@ -96,12 +170,12 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
 
     `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig).
     """
-    from rag.build import open_index
+    from rag.checkpoint import is_checkpoint, load_query_encoder
+    from rag.index_folder import open_index
     from rag.retrieve import load_retriever
-    from rag.train import is_checkpoint, load_query_encoder
 
     folder = open_index(index)
     encoder = None
     if is_checkpoint(reader) and retriever != "bm25":
         encoder = load_query_encoder(reader, folder, device)
-    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, device, generator, precision=precision), k)
+    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, ReaderOptions(device, generator, precision)), k)

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.files import ArtifactKind, read_versioned_json
 from rag.types import Answer, Hit, Passage, RagError, Span
 
 READER_FORMAT = "rag-span-reader v1"
 READER_FILE, SELECTION_FILE = "reader.json", "selection_head.safetensors"
+SPAN_READER_KIND = ArtifactKind("a span-reader folder", READER_FILE, READER_FORMAT)
 TRAINED_SETTINGS = ("max_length", "max_answer_tokens", "score_scale")  # restored from a saved reader
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
 
@@ -81,10 +83,10 @@ class SpanReader:
         import torch
         from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-        from rag.encoders import _device, default_model_path
+        from rag.encoders import default_model_path, resolve_device
 
         self.config = config
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         source = default_model_path() if config.model == "default" else config.model
         folder = Path(source)
         settings = _read_settings(folder)
@@ -310,8 +312,6 @@ def _read_settings(folder: Path) -> dict | None:
     path = folder / READER_FILE
     if not path.exists():
         return None
-    from rag.build import read_versioned_json
-
     return read_versioned_json(path, READER_FORMAT)
 
 

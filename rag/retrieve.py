@@ -8,22 +8,30 @@ hybrid  both, fused per question (HybridRetriever): reciprocal-rank fusion or a 
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from rag.build import IndexFolder
 from rag.encoders import Encoder
+from rag.index_folder import IndexFolder
 from rag.types import Hit, RagError
 
 if TYPE_CHECKING:
     from rag.bm25 import BM25Index
 
-RETRIEVERS = ("dense", "bm25", "hybrid")
 FUSIONS = ("rrf", "linear")
 
 
 class Retriever(Protocol):
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]: ...
+
+
+def check_k(k: int) -> int:
+    """k must be a whole number of 1 or more: a negative k slices off the end of a ranking instead
+    (hybrid search with k = -5 returned all but the last 5 of its ~124 fused candidates)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise RagError(f"k must be a whole number of 1 or more, not {k!r}")
+    return int(k)
 
 
 class DenseRetriever:
@@ -34,6 +42,7 @@ class DenseRetriever:
         self.encoder = encoder or index.load_encoder()
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
+        k = check_k(k)
         return self.index.search(self.encoder.encode_queries(list(questions)), k)
 
 
@@ -47,7 +56,7 @@ class BM25Retriever:
         self.bm25 = bm25 if bm25 is not None else bm25_for_index(index)
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
-        return self.index.store.hits(self.bm25.search(list(questions), k))
+        return self.index.store.hits(self.bm25.search(list(questions), check_k(k)))
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,7 @@ class HybridRetriever:
         self.dense, self.bm25, self.config = dense, bm25, config
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
-        depth = max(k, self.config.depth)
+        depth = max(check_k(k), self.config.depth)
         dense_hits = self.dense.retrieve(list(questions), depth)
         bm25_hits = self.bm25.retrieve(list(questions), depth)
         return [fuse(d, b, k, self.config) for d, b in zip(dense_hits, bm25_hits)]
@@ -83,6 +92,7 @@ def fuse(dense: list[Hit], bm25: list[Hit], k: int, config: HybridConfig = Hybri
     A passage missing from one list gets nothing from that side: 0 for RRF, the normalized
     minimum (0) for linear fusion.
     """
+    k = check_k(k)
     weights = (config.dense_weight, 1.0 - config.dense_weight)
     fused: dict[str, float] = {}
     best_rank: dict[str, int] = {}
@@ -110,11 +120,16 @@ def _min_max(hits: list[Hit]) -> list[float]:
 
 
 def load_retriever(index: IndexFolder, kind: str = "dense", encoder: Encoder | None = None, config: HybridConfig | None = None) -> Retriever:
-    """The retriever of `kind` over an opened index; `config` tunes the hybrid's fusion."""
-    if kind == "dense":
-        return DenseRetriever(index, encoder)
-    if kind == "bm25":
-        return BM25Retriever(index)
-    if kind == "hybrid":
-        return HybridRetriever(DenseRetriever(index, encoder), BM25Retriever(index), config or HybridConfig())
-    raise RagError(f"unknown retriever {kind!r}; valid: {', '.join(RETRIEVERS)}")
+    """The retriever of `kind` (a RETRIEVERS name) over an opened index; `config` tunes the hybrid's fusion."""
+    if kind not in RETRIEVER_FACTORIES:
+        raise RagError(f"unknown retriever {kind!r}; valid: {', '.join(RETRIEVERS)}")
+    return RETRIEVER_FACTORIES[kind](index, encoder, config or HybridConfig())
+
+
+# name -> factory(index, encoder, hybrid config): a new retriever is one class plus one entry here.
+RETRIEVER_FACTORIES = {
+    "dense": lambda index, encoder, config: DenseRetriever(index, encoder),
+    "bm25": lambda index, encoder, config: BM25Retriever(index),
+    "hybrid": lambda index, encoder, config: HybridRetriever(DenseRetriever(index, encoder), BM25Retriever(index), config),
+}
+RETRIEVERS = tuple(RETRIEVER_FACTORIES)  # the CLI's and the demo's choices

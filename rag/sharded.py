@@ -87,6 +87,20 @@ class ShardedIndex:
         """Append vectors at rows len(self).. : they go to the last shard."""
         self.shards[-1].add(embeddings)
 
+    def reconstruct(self, rows) -> np.ndarray:
+        """The vectors at store rows `rows`, fetched from the shard that holds each."""
+        offsets = np.cumsum([0] + self.shard_sizes())
+        rows = np.asarray(rows, dtype=np.int64)
+        shard = np.searchsorted(offsets, rows, side="right") - 1
+        out = np.zeros((len(rows), self.dim), np.float32)
+        for s in np.unique(shard):
+            picked = shard == s
+            out[picked] = self._reconstruct_shard(int(s), rows[picked] - offsets[s])
+        return out
+
+    def _reconstruct_shard(self, shard: int, rows: np.ndarray) -> np.ndarray:
+        return self.shards[shard].reconstruct(rows)
+
     def search(self, queries: np.ndarray, k: int) -> SearchResult:
         return merge_top_k(self._shard_results(queries, k), self.shard_sizes(), k)
 

@@ -25,23 +25,34 @@ CREATE TABLE IF NOT EXISTS passages (
 
 
 class PassageStore:
-    def __init__(self, path: str | Path, readonly: bool = False):
+    def __init__(self, path: str | Path, readonly: bool = False, rows: int | None = None):
+        """rows: the rows an index's manifest committed; rows past them (an add in flight) are not seen."""
         self.path = Path(path)
         if readonly and not self.path.exists():
             raise RagError(f"no passage store at {self.path}")
         uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
         # check_same_thread=False: the demo's worker threads read; all reads are plain SELECTs.
-        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        # timeout: a reader waits out the moment a concurrent `rag index add` commits.
+        self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=60)
         if not readonly:
+            self._db.execute("PRAGMA cache_size=-262144")  # 256 MB: a large add keeps its pages in memory, not locking readers out early
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
             self._db.commit()
         found = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if not found or found[0] != FORMAT:
             raise RagError(f"{self.path} is not a {FORMAT!r} passage store (found {found and found[0]!r})")
+        self._rows = None
+        if rows is not None:
+            if self._count() < rows:
+                raise RagError(f"{self.path} holds {self._count()} passages, its index says {rows}: the store was truncated or replaced")
+            self._rows = rows
+
+    def _count(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM passages").fetchone()[0]
+        return self._count() if self._rows is None else self._rows
 
     def add(self, passages: Iterable[Passage], batch_size: int = 10_000) -> int:
         """Append passages at rows len(self).. ; returns how many were added.
@@ -62,9 +73,11 @@ class PassageStore:
             self._db.executemany("INSERT INTO passages VALUES (?,?,?,?)", batch)
             self._db.commit()
         except sqlite3.IntegrityError as e:
+            # Looked up before the rollback: the earlier batches of this call are still there to be
+            # found (after it, a duplicate of a passage 10,000+ back in the same add went unnamed).
+            problem = _conflict_in(self._db, batch, start)
             self._db.rollback()
-            dup = _duplicate_in(self._db, batch)
-            raise RagError(f"duplicate passage id {dup!r} while adding to {self.path}") from e
+            raise RagError(f"{problem} while adding to {self.path}; nothing was added") from e
         except BaseException:
             self._db.rollback()
             raise
@@ -95,6 +108,10 @@ class PassageStore:
             [Hit(passages[int(r)], float(s), rank) for rank, (r, s) in enumerate(((r, s) for r, s in zip(rows, scores) if r >= 0), 1)]
             for rows, scores in zip(result.rows, result.scores)
         ]
+
+    def has(self, passage_id: str) -> bool:
+        found = self._db.execute("SELECT row FROM passages WHERE id=?", (passage_id,)).fetchone()
+        return found is not None and (self._rows is None or found[0] < self._rows)
 
     def get(self, passage_id: str) -> Passage:
         row = self._db.execute("SELECT id, title, text FROM passages WHERE id=?", (passage_id,)).fetchone()
@@ -128,10 +145,14 @@ class PassageStore:
         self.close()
 
 
-def _duplicate_in(db: sqlite3.Connection, batch: list[tuple]) -> str:
-    seen: set[str] = set()
-    for _, pid, _, _ in batch:
-        if pid in seen or db.execute("SELECT 1 FROM passages WHERE id=?", (pid,)).fetchone():
-            return pid
-        seen.add(pid)
-    return "?"
+def _conflict_in(db: sqlite3.Connection, batch: list[tuple], start: int) -> str:
+    """Why the failed insert of `batch` (inside the add's open transaction) broke a UNIQUE constraint.
+
+    The passages of the batch before the failing one were inserted at their own rows, so the first
+    passage whose id the store holds at another row is the duplicate.
+    """
+    for row, pid, _, _ in batch:
+        found = db.execute("SELECT row FROM passages WHERE id=?", (pid,)).fetchone()
+        if found is not None and found[0] != row:
+            return f"duplicate passage id {pid!r} (passage {row - start + 1:,} of this add; row {found[0]:,} has it already)"
+    return "the new rows collide with rows already in the store (past the rows its index counts)"

@@ -8,14 +8,7 @@ generator and, through q . d_z, the query encoder. Passage vectors come from the
 fixed; with `refresh_every=N` the passage encoder is trained too and every N steps all passages
 are re-encoded and the index rebuilt (REALM's refresh, RAG-end2end).
 
-A checkpoint folder:
-    checkpoint.json     format, step, settings, and the index encoder it is compatible with
-    reader/             the span reader (rag.read) or generator (rag.generate), loadable by `rag ask --reader`
-    query_encoder/      the fine-tuned query tower (sentence-transformers folder; `load_encoder(path)` loads it)
-    passage_encoder/    with refresh only: the fine-tuned passage tower
-    index/              with refresh only: an index folder re-encoded by passage_encoder/
-    training_state.pt   optimizer state and position, to resume
-    train_log.jsonl     one line per step: loss, questions used
+Checkpoints (rag.checkpoint) are swapped in whole; a resume must use the same settings.
 """
 from __future__ import annotations
 
@@ -23,26 +16,30 @@ import json
 import random
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from rag.build import IndexFolder, Manifest, open_index, publish_folder, read_versioned_json
-from rag.encoders import Encoder, EncoderConfig, SentenceTransformerEncoder
+from rag.checkpoint import CHECKPOINT_KIND, LOG_FILE, STATE_FILE, CheckpointRecord, is_checkpoint
+from rag.encoders import EncoderConfig, SentenceTransformerEncoder
+from rag.files import check_replaceable, fresh_scratch, publish_folder, recover_folder
+from rag.index_folder import IndexFolder, open_index
+from rag.paths import checkpoints_dir, default_index
+from rag.pipeline import Reader
 from rag.precision import autocast_dtype
-from rag.types import QAExample, RagError
+from rag.types import Passage, QAExample, RagError
 
-CHECKPOINT_FORMAT = "rag-train-checkpoint v1"
-CHECKPOINT_FILE, STATE_FILE, LOG_FILE = "checkpoint.json", "training_state.pt", "train_log.jsonl"
-DEFAULT_READER_CHECKPOINT = "checkpoints/reader-default"
+# May differ on resume (more epochs continue the same order); every other setting must match.
+RUN_SETTINGS_FREE = ("out", "device", "save_every", "fresh", "epochs")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     questions: str  # QA file(s), comma-separated (NQ-open JSONL, WebQuestions, DPR TSV ...), read by rag.qa_data.load_qa
-    index: str = "indexes/default"
-    out: str = DEFAULT_READER_CHECKPOINT
+    index: str = field(default_factory=lambda: str(default_index()))
+    out: str = field(default_factory=lambda: str(checkpoints_dir() / "joint"))
     reader: str = "default"  # span reader to start from ("default", a reader folder, a hub QA id) or "rag-sequence"/"rag-token"
     generator: str | None = None  # seq2seq model for rag-sequence/rag-token (hub id or path)
     k: int = 8  # passages retrieved per question
@@ -57,6 +54,24 @@ class TrainConfig:
     save_every: int = 200  # steps between checkpoints (and one at the end)
     seed: int = 0
     device: str | None = None
+    fresh: bool = False  # start from step 0 even when `out` holds a checkpoint (it is replaced at the first save)
+
+
+class TrainableReader(Reader, Protocol):
+    """A reader joint training can train (rag.read.SpanReader, rag.generate.RagGenerator).
+
+    answer_log_likelihood returns log p(answers | question) marginalized over `passages` with
+    p(z | q) from `retrieval_scores` (a [K] tensor carrying the query tower's gradient), or None
+    when the passages give no signal; `model` is the torch module the optimizer updates; `save`
+    writes a folder `load_reader` reads back (its type header says what it is).
+    """
+
+    model: object
+    device: str
+
+    def answer_log_likelihood(self, question: str, passages: list[Passage], retrieval_scores, answers: tuple[str, ...]): ...
+
+    def save(self, folder: str | Path) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -89,25 +104,16 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
     import torch
     from tqdm import tqdm
 
-    from rag.encoders import passage_text
-
     if config.refresh_every < 0 or config.k < 1 or config.batch_size < 1:
         raise RagError("refresh_every must be >= 0, k and batch_size >= 1")
-    out = Path(config.out)
+    out = Path(config.out).resolve()  # "." has no name to put ".partial" after
+    recover_folder(out, CHECKPOINT_KIND)
+    check_replaceable(out, CHECKPOINT_KIND, "Choose another --out.")
     folder = open_index(config.index)
-    if examples is None:
-        from rag.qa_data import load_qa
-
-        examples = _interleave([load_qa(path.strip()) for path in config.questions.split(",") if path.strip()])
-    examples = list(examples)
-    if config.max_questions:
-        examples = examples[: config.max_questions]
-    if not examples:
-        raise RagError(f"{config.questions}: no questions to train on")
-
-    state = _read_checkpoint(out) if (out / CHECKPOINT_FILE).exists() else None
-    if state and state["index_encoder"] != folder.manifest.encoder and not config.refresh_every:
-        raise RagError(f"{out} was trained against an index built with {state['index_encoder']!r}, {config.index} uses {folder.manifest.encoder!r}")
+    examples = _training_examples(config, examples)
+    state = _resumable(out, config)
+    if state and state.index_encoder != folder.manifest.encoder and not config.refresh_every:
+        raise RagError(f"{out} was trained against an index built with {state.index_encoder!r}, {config.index} uses {folder.manifest.encoder!r}")
     torch.manual_seed(config.seed)
     reader = _load_trainable_reader(config, out / "reader" if state else None)
     query_encoder = _load_tower(out / "query_encoder" if state else None, folder, config.device)
@@ -117,17 +123,7 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
 
     dense = DenseIndex.build(vectors)
 
-    params = [{"params": [p for p in reader.model.parameters() if p.requires_grad], "lr": config.reader_lr}]
-    if config.train_query_encoder:
-        params.append({"params": list(query_encoder.model.parameters()), "lr": config.query_lr})
-    if passage_encoder is not None:
-        params.append({"params": list(passage_encoder.model.parameters()), "lr": config.query_lr})
-    optimizer = torch.optim.AdamW(params, weight_decay=0.0)
-    step = 0
-    if state:
-        saved = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
-        step = saved["step"]
+    optimizer, params, step = _optimizer(config, reader, query_encoder, passage_encoder, out if state else None)
 
     order = _question_order(len(examples), config.epochs, config.seed)
     batches = [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -143,18 +139,7 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
             with torch.set_grad_enabled(config.train_query_encoder):
                 q = query_encoder.embed([e.question for e in questions])
             rows = dense.search(q.detach().float().cpu().numpy(), config.k).rows
-            batch_lls = []
-            for b, example in enumerate(questions):
-                row_list = [int(r) for r in rows[b] if r >= 0]
-                passages = folder.store.get_rows(row_list)
-                if passage_encoder is not None:
-                    d = passage_encoder.embed([passage_text(p) for p in passages])
-                else:
-                    d = torch.as_tensor(vectors[row_list], device=q.device)
-                with torch.autocast(reader.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
-                    ll = reader.answer_log_likelihood(example.question, passages, (d @ q[b]).float(), example.answers)
-                if ll is not None and torch.isfinite(ll):
-                    batch_lls.append(ll)
+            batch_lls = _log_likelihoods(questions, q, rows, folder, vectors, passage_encoder, reader, dtype)
             step += 1
             used_total += len(batch_lls)
             if batch_lls:
@@ -177,44 +162,83 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
     return TrainReport(step, len(order), used_total, float(np.mean(losses)) if losses else float("nan"), str(out))
 
 
+def _training_examples(config: TrainConfig, examples: list[QAExample] | None) -> list[QAExample]:
+    if examples is None:
+        from rag.qa_data import load_qa
+
+        examples = _interleave([load_qa(path.strip()) for path in config.questions.split(",") if path.strip()])
+    examples = list(examples)[: config.max_questions or None]
+    if not examples:
+        raise RagError(f"{config.questions}: no questions to train on")
+    return examples
+
+
+def _optimizer(config: TrainConfig, reader, query_encoder: QueryTower, passage_encoder: QueryTower | None, resume: Path | None):
+    """(AdamW over what is trained, its parameter groups, the step to continue from)."""
+    import torch
+
+    params = [{"params": [p for p in reader.model.parameters() if p.requires_grad], "lr": config.reader_lr}]
+    if config.train_query_encoder:
+        params.append({"params": list(query_encoder.model.parameters()), "lr": config.query_lr})
+    if passage_encoder is not None:
+        params.append({"params": list(passage_encoder.model.parameters()), "lr": config.query_lr})
+    optimizer = torch.optim.AdamW(params, weight_decay=0.0)
+    if resume is None:
+        return optimizer, params, 0
+    saved = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    return optimizer, params, saved["step"]
+
+
+def _log_likelihoods(questions: list[QAExample], q, rows: np.ndarray, folder: IndexFolder, vectors: np.ndarray, passage_encoder: QueryTower | None, reader, dtype) -> list:
+    """log p(answers | question) of each question over its retrieved passages (None-signal questions left out).
+
+    The retrieval scores d . q carry the gradient into the query tower (and the passage tower when it trains).
+    """
+    import torch
+
+    from rag.encoders import passage_text
+
+    found = []
+    for b, example in enumerate(questions):
+        row_list = [int(r) for r in rows[b] if r >= 0]
+        passages = folder.store.get_rows(row_list)
+        if passage_encoder is not None:
+            d = passage_encoder.embed([passage_text(p) for p in passages])
+        else:
+            d = torch.as_tensor(vectors[row_list], device=q.device)
+        with torch.autocast(reader.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+            ll = reader.answer_log_likelihood(example.question, passages, (d @ q[b]).float(), example.answers)
+        if ll is not None and torch.isfinite(ll):
+            found.append(ll)
+    return found
+
+
 def passage_vectors(folder: IndexFolder) -> np.ndarray:
     """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes)."""
     if folder.manifest.index.get("kind") == "ivfpq":
         raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
-    index = getattr(folder.dense, "_index", None)
-    if index is None or not hasattr(index, "reconstruct_n"):
-        raise RagError(f"{folder.path}: cannot read passage vectors back from this index; joint training needs a single flat or hnsw index")
-    return np.ascontiguousarray(index.reconstruct_n(0, index.ntotal), dtype=np.float32)
-
-
-def load_query_encoder(checkpoint: str | Path, index: IndexFolder, device: str | None = None) -> Encoder:
-    """The fine-tuned query tower of a checkpoint, for searching `index`.
-
-    A trained query tower is a query-side variant of the encoder the index was built with: it is
-    only valid against an index whose manifest names that encoder (recorded in checkpoint.json).
-    """
-    checkpoint = Path(checkpoint)
-    state = _read_checkpoint(checkpoint)
-    if state["index_encoder"] != index.manifest.encoder:
-        hint = f" (use --index {checkpoint / 'index'})" if (checkpoint / "index").exists() else ""
-        raise RagError(f"{checkpoint}'s query encoder was trained for indexes built with {state['index_encoder']!r}; {index.path} was built with {index.manifest.encoder!r}{hint}")
-    return SentenceTransformerEncoder(EncoderConfig(spec=str(checkpoint / "query_encoder"), device=device))
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    return (Path(path) / CHECKPOINT_FILE).exists()
+    return np.ascontiguousarray(folder.dense.reconstruct(np.arange(len(folder.dense))), dtype=np.float32)
 
 
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _read_checkpoint(folder: Path) -> dict:
-    if not (folder / CHECKPOINT_FILE).exists():
-        raise RagError(f"{folder} is not a training checkpoint (no {CHECKPOINT_FILE})")
-    return read_versioned_json(folder / CHECKPOINT_FILE, CHECKPOINT_FORMAT)
+def _resumable(out: Path, config: TrainConfig) -> CheckpointRecord | None:
+    """The checkpoint in `out` to resume, refused when it was trained with other settings."""
+    if config.fresh or not is_checkpoint(out):
+        return None
+    state = CheckpointRecord.read(out)
+    saved = state.config
+    changed = [k for k, v in asdict(config).items() if k not in RUN_SETTINGS_FREE and k in saved and saved[k] != v]
+    if changed:
+        listed = ", ".join(f"{k}: {saved[k]!r} then, {getattr(config, k)!r} now" for k in changed)
+        raise RagError(f"{out} was trained with other settings ({listed}): use the same ones to resume, "
+                       "--fresh to start over (the checkpoint is replaced at the first save), or another --out")
+    return state
 
 
-def _load_trainable_reader(config: TrainConfig, saved: Path | None):
+def _load_trainable_reader(config: TrainConfig, saved: Path | None) -> TrainableReader:
     if config.reader in ("rag-sequence", "rag-token"):
         from rag.generate import GeneratorConfig, RagGenerator
 
@@ -270,9 +294,7 @@ def _save(out: Path, config: TrainConfig, folder: IndexFolder, reader, query_enc
     """Write a complete checkpoint into out.partial/, then swap it in: a crash never leaves half a checkpoint."""
     import torch
 
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = fresh_scratch(out.with_name(out.name + ".partial"), CHECKPOINT_KIND)
     reader.save(partial / "reader")
     query_encoder.model.save(str(partial / "query_encoder"))
     index_encoder = folder.manifest.encoder
@@ -282,27 +304,25 @@ def _save(out: Path, config: TrainConfig, folder: IndexFolder, reader, query_enc
         _write_index(partial / "index", folder, _encode_all(folder, passage_encoder, progress), index_encoder)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, partial / STATE_FILE)
     (partial / LOG_FILE).write_text("".join(line + "\n" for line in log_lines))
-    (partial / CHECKPOINT_FILE).write_text(json.dumps({
-        "format": CHECKPOINT_FORMAT,
-        "step": step,
-        "index": str(Path(config.index).resolve()),
-        "index_encoder": index_encoder,
-        "config": asdict(config),
-    }, indent=2))
-    publish_folder(partial, out)
+    CheckpointRecord(step, CheckpointRecord.relative(config.index, out), index_encoder, asdict(config)).write(partial)
+    publish_folder(partial, out, CHECKPOINT_KIND)
     if progress:
         print(f"saved checkpoint {out} at step {step}", file=sys.stderr)
 
 
 def _write_index(target: Path, folder: IndexFolder, vectors: np.ndarray, encoder_spec: str) -> None:
     """An index folder over the same passages, with vectors from the fine-tuned passage encoder."""
-    from rag.build import FAISS_FILE, STORE
+    from dataclasses import replace
+
     from rag.index import DenseIndex
+    from rag.index_folder import FAISS_FILE, STORE, commit_record
+    from rag.store import PassageStore
 
     target.mkdir(parents=True)
     shutil.copy(folder.path / STORE, target / STORE)
     dense = DenseIndex.build(vectors)
     dense.save(target / FAISS_FILE)
-    manifest = Manifest(**{**asdict(folder.manifest), "encoder": encoder_spec, "index": asdict(dense.config), "index_shards": 1, "extra": {**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())}})
-    manifest.write(target)
-
+    manifest = replace(folder.manifest, encoder=encoder_spec, index=asdict(dense.config), index_shards=1, faiss_files=[],
+                       extra={**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())})
+    with PassageStore(target / STORE, readonly=True, rows=manifest.passages) as store:
+        commit_record(target, manifest, store, dense).write(target)

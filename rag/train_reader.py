@@ -18,16 +18,14 @@ import gzip
 import json
 import random
 import shutil
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from rag.files import ArtifactKind, check_replaceable, fresh_scratch, publish_folder
+from rag.supervised import RUN_FILE, fit, log
 from rag.types import RagError
 
-STATE_FILE, RUN_FILE, RUN_FORMAT = "training_state.pt", "run.json", "rag-reader-training v1"
+READER_RUN_KIND = ArtifactKind("a reader-training checkpoint", RUN_FILE, "rag-reader-training v1")
 
 
 @dataclass(frozen=True)
@@ -150,58 +148,35 @@ def train_reader(config: ReaderTrainConfig, progress: bool = True) -> ReaderTrai
     """Train (or resume) the span reader on SQuAD; returns where the reader was saved."""
     import torch
 
-    from rag.precision import autocast_dtype
     from rag.read import ReaderConfig, SpanReader
 
     # windows overlap by doc_stride tokens; the question takes at most a quarter of the window
     if config.max_length < 64 or not 0 < config.doc_stride <= config.max_length // 2 or config.batch_size < 1 or config.epochs <= 0:
         raise RagError("need max_length >= 64, 0 < doc_stride <= max_length/2, batch_size >= 1, epochs > 0")
-    out = Path(config.out)
-    saved = _read_run(out, config)
+    check_replaceable(Path(config.out).resolve(), READER_RUN_KIND, "Choose another --out.")  # before minutes of tokenizing
     torch.manual_seed(config.seed)  # the new heads' initialization; batch order has its own random.Random(seed)
     reader = SpanReader(ReaderConfig(model=config.start_from, device=config.device, max_length=config.max_length, precision="fp32"))
     windows = squad_windows(load_squad(config.squad, config.limit), reader.tokenizer, config.max_length, config.doc_stride, config.max_length // 4)
     batches = epoch_batches([len(w["input_ids"]) for w in windows], config.batch_size, config.epochs, config.seed)
-    total = min(len(batches), config.max_steps) if config.max_steps else len(batches)
+    log(f"{len(windows):,} windows from {config.squad}", progress)
+    report = fit(_SpanTrainee(reader, windows), batches, config, READER_RUN_KIND, "reader", progress)
+    return ReaderTrainReport(report.steps, len(windows), report.mean_loss, report.seconds, str(Path(config.out).resolve() / "reader"))
 
-    model = reader.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
-    warmup = max(1, int(config.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    step, losses, elapsed = 0, [], 0.0
-    if saved is not None:
-        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        step, losses, elapsed = state["step"], state["losses"], state["seconds"]
-        _log(f"resuming {out} at step {step} of {total}", progress)
-    dtype = autocast_dtype(config.precision, reader.device)
-    _log(f"{len(windows):,} windows from {config.squad}; {total:,} steps of {config.batch_size}; autocast {dtype or 'off (fp32)'}", progress)
-    model.train()
-    started = time.monotonic() - elapsed
-    while step < total:
-        batch = [windows[j] for j in batches[step]]
-        features, starts, ends, positive, context = _collate(batch, reader.device)
-        with torch.autocast(device_type=reader.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
-            start_logits, end_logits, select = model(features)
-        loss = reading_loss(start_logits.float(), end_logits.float(), select.float(), starts, ends, positive, context)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        step += 1
-        losses.append(float(loss.detach()))
-        if progress and (step % 20 == 0 or step == total):
-            spent = time.monotonic() - started
-            rate = step * config.batch_size / spent
-            eta = (total - step) * config.batch_size / rate
-            _log(f"step {step}/{total}  loss {np.mean(losses[-200:]):.3f}  {rate:.1f} windows/s  elapsed {spent / 60:.1f} min  ETA {eta / 60:.1f} min", True)
-        if step % config.save_every == 0 or step == total:
-            _save(out, config, reader, optimizer, schedule, step, total, losses, time.monotonic() - started)
-            _log(f"saved {out} at step {step}", progress)
-    return ReaderTrainReport(step, len(windows), float(np.mean(losses[-200:])) if losses else float("nan"), time.monotonic() - started, str(out / "reader"))
+
+class _SpanTrainee:
+    """The span reader as rag.supervised.fit trains it: span + selection loss on SQuAD windows."""
+
+    def __init__(self, reader, windows: list[dict]):
+        self.reader, self.windows = reader, windows
+        self.model, self.device = reader.model, reader.device
+
+    def loss(self, batch: list[int]):
+        features, starts, ends, positive, context = _collate([self.windows[j] for j in batch], self.device)
+        start_logits, end_logits, select = self.model(features)
+        return reading_loss(start_logits.float(), end_logits.float(), select.float(), starts, ends, positive, context)
+
+    def save(self, folder: Path) -> None:
+        self.reader.save(folder, half=True)
 
 
 def epoch_batches(lengths: list[int], batch_size: int, epochs: float, seed: int) -> list[list[int]]:
@@ -218,7 +193,6 @@ def epoch_batches(lengths: list[int], batch_size: int, epochs: float, seed: int)
 def reading_loss(start_logits, end_logits, select, starts, ends, positive, context):
     """Span cross-entropy (start and end, context tokens only) on windows with the answer, plus
     binary cross-entropy of the selection head on every window (answer in it or not)."""
-    import torch
     import torch.nn.functional as F
 
     select_loss = F.binary_cross_entropy_with_logits(select, positive.float())
@@ -242,63 +216,23 @@ def _collate(batch: list[dict], device: str):
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}, starts, ends, positive, context
 
 
-def _read_run(out: Path, config: ReaderTrainConfig) -> dict | None:
-    """The run record of a checkpoint to resume, refused when it was trained with other settings."""
-    if not (out / RUN_FILE).exists():
-        if out.exists() and any(out.iterdir()):
-            raise RagError(f"{out} exists and is not a reader-training checkpoint: choose another --out (nothing was changed)")
-        return None
-    from rag.build import read_versioned_json
-
-    run = read_versioned_json(out / RUN_FILE, RUN_FORMAT)
-    changed = [k for k, v in asdict(config).items() if k not in ("out", "save_every", "device") and run["config"].get(k) != v]
-    if changed:
-        raise RagError(f"{out} was trained with other settings ({', '.join(changed)}): use the same ones to resume, or another --out")
-    return run
-
-
-def _save(out: Path, config: ReaderTrainConfig, reader, optimizer, schedule, step: int, total: int, losses: list[float], seconds: float) -> None:
-    """A complete checkpoint written beside `out`, then swapped in: a kill never loses the last one."""
-    import torch
-
-    from rag.build import publish_folder
-
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    reader.save(partial / "reader", half=True)
-    torch.save({"model": reader.model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "step": step, "losses": losses, "seconds": seconds}, partial / STATE_FILE)
-    (partial / RUN_FILE).write_text(json.dumps({"format": RUN_FORMAT, "config": asdict(config), "step": step, "total_steps": total,
-                                                "seconds": round(seconds, 1), "loss_last_200": float(np.mean(losses[-200:]))}, indent=2))
-    publish_folder(partial, out)
-
-
-def _log(message: str, enabled: bool) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
-
-
 def export_reader(source: str | Path, out: str | Path) -> Path:
     """A span reader (a reader folder, or a `rag train` / `rag train reader` checkpoint) as fp16 weights only: what ships.
 
     `out` must not exist yet, or be a reader folder this function wrote (it is then replaced).
     """
-    from rag.build import publish_folder
-    from rag.read import READER_FILE, ReaderConfig, SpanReader
+    from rag.read import READER_FILE, SPAN_READER_KIND, ReaderConfig, SpanReader
 
-    source, out = Path(source), Path(out)
+    source, out = Path(source), Path(out).resolve()
     if not (source / READER_FILE).exists() and (source / "reader" / READER_FILE).exists():  # a training checkpoint
         source = source / "reader"
     if not (source / READER_FILE).exists():
         raise RagError(f"{source} is not a span-reader folder (no {READER_FILE})")
-    if out.exists() and not (out / READER_FILE).exists():
-        raise RagError(f"{out} exists and is not a span-reader folder: choose another output (nothing was changed)")
+    check_replaceable(out, SPAN_READER_KIND, "Choose another output.")
     reader = SpanReader(ReaderConfig(model=str(source), device="cpu", precision="fp32"))
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = fresh_scratch(out.with_name(out.name + ".partial"), SPAN_READER_KIND)
     reader.save(partial, half=True)
     if (out / "README.md").exists():  # the model card stays with the weights it describes
         shutil.copy2(out / "README.md", partial / "README.md")
-    publish_folder(partial, out)
+    publish_folder(partial, out, SPAN_READER_KIND)
     return out

@@ -38,7 +38,7 @@ class Span:
 class Answer:
     question: str
     text: str
-    score: float  # marginal probability p(answer | question), or a log-probability where stated
+    score: float  # marginal probability p(answer | question) over the passages read, in [0, 1]
     evidence: tuple[Hit, ...] = ()  # passages that support the answer, best first
     spans: tuple[Span, ...] = ()  # where the answer sits in the evidence, when known
 

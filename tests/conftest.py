@@ -10,9 +10,10 @@ import pytest
 from rag.build import BuildConfig, build_index
 from rag.corpus import read_passages
 from rag.encoders import load_encoder
+from rag.paths import shared_data
 from rag.types import Passage
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = shared_data()
 WIKI_DUMP = SHARED_DATA / "wikipedia" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 TABLE_DUMP = SHARED_DATA / "wikipedia" / "enwiki-table-markup.xml.bz2"
 
@@ -62,7 +63,7 @@ def small_index_copy(tmp_path, small_index):
     """A private copy of `small_index` (manifest, store, FAISS; no bm25/): free to add to or write into."""
     import shutil
 
-    from rag.build import open_index
+    from rag.index_folder import open_index
 
     out = tmp_path / "small-copy"
     shutil.copytree(small_index.path, out, ignore=shutil.ignore_patterns("bm25*"))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from rag.bm25 import FOLDER, METHODS, BM25Config, BM25Index, Tokenizer, bm25_for_index, passage_tokens_text, reference_scorer
-from rag.build import add_to_index, open_index
+from rag.build import add_to_index
+from rag.index_folder import open_index
 from rag.qa_data import load_qa
 from rag.types import Passage, RagError
 from tests.conftest import shared
@@ -99,7 +100,7 @@ def test_bm25_for_index_builds_saves_loads_and_rebuilds_when_stale(small_index_c
     assert "missing" in capsys.readouterr().err
     assert bm25.passages == len(index.store) == 300
     meta = json.loads((index.path / FOLDER / "bm25.json").read_text())
-    assert meta["passages"] == 300 and meta["sources"] == [s["sha256"] for s in index.manifest.sources]
+    assert meta["passages"] == 300 and meta["sources"] == [s.sha256 for s in index.manifest.sources]
 
     again = bm25_for_index(index)
     assert capsys.readouterr().err == ""  # loaded, not rebuilt

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rag.build import BuildConfig, Manifest, add_to_index, build_index, open_index
+from rag.build import BuildConfig, add_to_index, build_index
+from rag.index_folder import Manifest, open_index
 from rag.retrieve import DenseRetriever
 from rag.types import RagError
 
@@ -72,10 +73,13 @@ def test_add_makes_new_passages_retrievable_and_rebuild_replaces(tmp_path, encod
     assert after[0].passage.id == "zq-0"
     assert [h.passage.id for h in after[1:]] == [h.passage.id for h in before[:2]]
 
-    # Adding the same passages again is refused and changes nothing.
+    # The same file again is a finished add: nothing changes. Another file with a taken id is refused.
+    assert add_to_index(out, str(new), encoder=encoder, progress=False).manifest.passages == 41
+    other = tmp_path / "other.jsonl"
+    other.write_text(new.read_text())
     with pytest.raises(RagError, match="duplicate passage id 'zq-0'"):
-        add_to_index(out, str(new), encoder=encoder, progress=False)
-    assert open_index(out).manifest.passages == 41
+        add_to_index(out, str(other), encoder=encoder, progress=False)
+    assert open_index(out).manifest.passages == 41 and len(open_index(out).manifest.sources) == 2
 
     # --overwrite rebuilds from a new corpus.
     rebuilt = build_index(BuildConfig(corpus=str(new), overwrite=True), out, encoder=encoder, progress=False)
@@ -91,7 +95,7 @@ def test_bad_corpus_leaves_no_index(tmp_path, encoder):
     assert not out.exists()
     # With skipping, the bad line is counted in the manifest.
     folder = build_index(BuildConfig(corpus=str(bad), on_error="skip"), out, encoder=encoder, progress=False)
-    assert folder.manifest.passages == 1 and folder.manifest.sources[0]["skipped"] == 1
+    assert folder.manifest.passages == 1 and folder.manifest.sources[0].skipped == 1
 
 
 def _rag(*args: str) -> list[str]:

@@ -7,8 +7,9 @@ from itertools import islice
 
 import pytest
 
-from rag.corpus import ReadReport, SplitConfig, clean_wikitext, detect_format, read_passages, split_passages
+from rag.corpus import ReadReport, SplitConfig, detect_format, read_passages, split_passages
 from rag.types import RagError
+from rag.wikitext import clean_wikitext
 from tests.conftest import TABLE_DUMP, WIKI_DUMP, shared
 
 MARKUP = ("[[", "]]", "{{", "}}", "<ref", "</ref", "{|", "|}", "&lt;", "'''")

@@ -57,6 +57,20 @@ def test_highlight_marks_exact_offsets_and_escapes_html():
     assert out == '&lt;b&gt;<mark class="answer-span">Cervantes</mark>&lt;/b&gt; wrote Don Quixote &amp; more'
 
 
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+def test_answers_notes_and_titles_are_escaped_on_the_page():
+    passage = Passage("p1", f"Title {HOSTILE}", f"before {HOSTILE} after")
+    start = passage.text.index(HOSTILE)
+    hit = Hit(passage, 0.5, 1)
+    answer = Answer("q", HOSTILE, 0.9, (hit,), (Span("p1", start, start + len(HOSTILE)),))
+    result = DemoResult("q", answer, (hit,), notes=(f"note {HOSTILE}",))
+    page = render_answer(result) + render_passages(result) + render_answer(DemoResult("q", error=f"error {HOSTILE}"))
+    assert "<script" not in page and "<img" not in page
+    assert page.count("&lt;script&gt;") == 5  # answer, note, title, passage text (marked), error
+
+
 def test_cards_highlight_only_the_passage_the_span_points_into():
     a, b = Passage("a", "A", "Miguel de Cervantes wrote it."), Passage("b", "B", "Cervantes again.")
     hits = (Hit(a, 0.9, 1), Hit(b, 0.5, 2))
@@ -82,7 +96,8 @@ def test_unknown_retriever_is_a_clear_error(small_index):
 
 
 def test_cli_parses_demo_options():
-    from rag.cli import build_parser, cmd_demo
+    from rag.cli import build_parser
+    from rag.commands import cmd_demo
 
     args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25"])
     assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25"])
@@ -142,7 +157,8 @@ def test_api_answers_with_each_retriever(client, kind):
     answer_html, passages_html = client.predict(QUESTION, kind, 3, api_name="/ask")
     assert 'class="rag-answer"' in answer_html
     assert cards(passages_html) == 3 and "Don Quixote" in passages_html
-    assert passages_html.count('<mark class="answer-span">') >= 1
+    answer = re.search(r'<div class="rag-answer-text">(.*?)</div>', answer_html).group(1)
+    assert "Cervantes" in answer and f'<mark class="answer-span">{answer}</mark>' in passages_html  # the answer, marked where it was read
 
 
 # The page's example questions (rag.app.EXAMPLES), answered by the shipped reader over the small index.

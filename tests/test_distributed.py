@@ -1,12 +1,12 @@
 """Ray backends on a real local Ray cluster (2 CPUs): the oracle is the single-process flat index."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
-from rag.build import BuildConfig, build_index, encode_store_shards, open_index, shard_paths
-from rag.distributed import KILL_ONCE_ENV, ray_shard_encoder
+from rag.build import BuildConfig, build_index
+from rag.distributed import KILL_ONCE_ENV, open_index_in_ray_actors, ray_shard_encoder
+from rag.embeddings import encode_store_shards, shard_paths
 from rag.encoders import EncoderConfig
 from rag.qa_data import load_qa
 from rag.store import PassageStore
@@ -56,7 +56,7 @@ def test_ray_build_of_a_sharded_index_returns_the_single_process_top_10(ray_clus
     ids = lambda hits: [[h.passage.id for h in q] for q in hits]  # noqa: E731
     want = ids(small_index.search(query_vectors, 10))
     assert ids(folder.search(query_vectors, 10)) == want
-    in_actors = open_index(tmp_path / "ray", ray_actors=True)  # each index shard in its own Ray actor
+    in_actors = open_index_in_ray_actors(tmp_path / "ray")  # each index shard in its own Ray actor
     assert ids(in_actors.search(query_vectors, 10)) == want
 
 

@@ -105,7 +105,7 @@ def test_answer_probability_is_marginalized_over_passages(reader):
 def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
     import torch
 
-    from rag.pipeline import load_reader
+    from rag.pipeline import ReaderOptions, load_reader
 
     hits = hits_of([SEINE, HAMLET, FRANCE], [0.5, 0.1, 0.5])
     scores = torch.tensor([h.score for h in hits])
@@ -126,7 +126,7 @@ def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
     assert answer.spans and {(s.passage_id, s.start, s.end) for s in answer.spans} <= {("fr", at_fr, at_fr + 5), ("se", at_se, at_se + 5)}
 
     reader.save(tmp_path / "reader")
-    again = load_reader(str(tmp_path / "reader"), precision="fp32")
+    again = load_reader(str(tmp_path / "reader"), ReaderOptions(precision="fp32"))
     reloaded = again.read([QUESTION], [hits])[0]
     assert (reloaded.text, reloaded.spans) == (answer.text, answer.spans)
     assert reloaded.score == pytest.approx(answer.score, rel=1e-4)

@@ -45,10 +45,14 @@ def test_hybrid_config_is_checked():
 
 def test_load_retriever_kinds(small_index_copy, encoder):
     index = small_index_copy
-    assert isinstance(load_retriever(index, "dense", encoder), DenseRetriever)
-    assert isinstance(load_retriever(index, "bm25"), BM25Retriever)
+    question = ["who wrote the novel don quixote"]
+    dense, bm25 = load_retriever(index, "dense", encoder), load_retriever(index, "bm25")
     hybrid = load_retriever(index, "hybrid", encoder, HybridConfig(fusion="linear", dense_weight=0.3))
-    assert isinstance(hybrid, HybridRetriever) and hybrid.config.dense_weight == 0.3
+    assert isinstance(dense, DenseRetriever) and isinstance(bm25, BM25Retriever) and isinstance(hybrid, HybridRetriever)
+    for retriever in (dense, bm25, hybrid):  # each finds the article the question is about
+        assert retriever.retrieve(question, 3)[0][0].passage.title == "Don Quixote"
+    scores = [h.score for h in hybrid.retrieve(question, 5)[0]]
+    assert hybrid.config.dense_weight == 0.3 and 0 < scores[-1] <= scores[0] <= 1  # linear fusion: normalized, ranked
     with pytest.raises(RagError, match="dense, bm25, hybrid"):
         load_retriever(index, "colbert")
 

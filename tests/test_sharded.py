@@ -7,8 +7,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rag.build import BuildConfig, add_to_index, build_index, open_index
+from rag.build import BuildConfig, add_to_index, build_index
 from rag.index import DenseIndex, IndexConfig, resolve_ivfpq
+from rag.index_folder import open_index
 from rag.qa_data import load_qa
 from rag.sharded import ShardedIndex, merge_top_k
 from tests.conftest import shared

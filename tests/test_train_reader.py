@@ -9,7 +9,7 @@ from safetensors import safe_open
 from rag.cli import main
 from rag.metrics import normalize_answer
 from rag.paths import SHIPPED_READER, models_dir
-from rag.pipeline import load_pipeline, load_reader
+from rag.pipeline import ReaderOptions, load_pipeline, load_reader
 from rag.read import ReaderConfig, SpanReader
 from rag.train_reader import load_squad, squad_windows
 from rag.types import Hit, Passage, RagError
@@ -114,8 +114,8 @@ def test_shipped_reader_answers_built_in_corpus_questions(small_index):
 def test_fast_path_gives_the_fp32_answers(small_index):
     questions = list(BUILT_IN_QUESTIONS)
     hits = load_pipeline(str(small_index.path), "default", k=10).retriever.retrieve(questions, 10)
-    fp32 = load_reader("default", precision="fp32").read(questions, hits)
-    bf16 = load_reader("default", precision="bf16").read(questions, hits)
+    fp32 = load_reader("default", ReaderOptions(precision="fp32")).read(questions, hits)
+    bf16 = load_reader("default", ReaderOptions(precision="bf16")).read(questions, hits)
     assert [normalize_answer(a.text) for a in bf16] == [normalize_answer(a.text) for a in fp32]
 
 

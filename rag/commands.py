@@ -1,0 +1,275 @@
+"""What each `rag` command does, given its parsed arguments (rag.cli builds the parser).
+
+Every command calls the same library functions as the demo and eval/; a RagError it raises is
+printed by rag.cli.main as one message with exit code 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rag.console import printable
+from rag.types import RagError
+
+
+def cmd_index_build(args) -> None:
+    from rag.build import BuildConfig, build_index
+    from rag.corpus import SplitConfig
+    from rag.encoders import EncoderConfig
+    from rag.index import IndexConfig
+
+    config = BuildConfig(
+        corpus=args.corpus,
+        fmt=args.format,
+        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16),
+        index=IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine),
+        split=SplitConfig(words_per_passage=args.words_per_passage),
+        shard_size=args.shard_size,
+        index_shards=args.index_shards,
+        on_error="skip" if args.skip_bad else "raise",
+        overwrite=args.overwrite,
+    )
+    encode_shards = None
+    if args.ray is not None:
+        from rag.distributed import ray_shard_encoder
+
+        encode_shards = ray_shard_encoder(address=args.ray or None, num_workers=args.ray_workers)
+    folder = build_index(config, args.out, encode_shards=encode_shards)
+    print(f"built {folder.path}: {folder.manifest.passages} passages, {folder.manifest.index['kind']} index, {folder.manifest.bytes_per_vector} bytes/vector")
+    from rag.bm25 import bm25_for_index
+
+    bm25_for_index(folder)  # NAME/bm25/: BM25 and hybrid search work from the start
+
+
+def cmd_index_add(args) -> None:
+    from rag.build import add_to_index
+    from rag.corpus import SplitConfig
+
+    folder = add_to_index(args.index, args.corpus, args.format, SplitConfig(words_per_passage=args.words_per_passage), "skip" if args.skip_bad else "raise")
+    print(f"{folder.path}: now {folder.manifest.passages} passages")
+
+
+def cmd_index_info(args) -> None:
+    from rag.index_folder import Manifest
+
+    manifest = Manifest.read(Path(args.index)).to_json()
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return
+    index = manifest["index"]
+    print(f"{args.index}: {manifest['passages']:,} passages, encoder {manifest['encoder']} ({manifest['dim']}-d), {index['kind']} index, "
+          f"{manifest['bytes_per_vector']} bytes/vector, built {manifest['built_at']}")
+    for source in manifest["sources"]:
+        print(f"  {source['source']} ({source['format']}): {source['passages']:,} passages, {source['skipped']} skipped, added {source['added_at']}"
+              + ("  [add not finished: rerun `rag index add`]" if source["pending"] else ""))
+
+
+def _hybrid_config(args):
+    from rag.retrieve import HybridConfig
+
+    return HybridConfig(fusion=args.fusion, dense_weight=args.dense_weight)
+
+
+def cmd_search(args) -> None:
+    from rag.index_folder import open_index
+    from rag.retrieve import load_retriever
+
+    question = _checked(args.question)
+    retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
+    hits = retriever.retrieve([question], args.k)[0]
+    if args.json:
+        print(json.dumps({"question": question, "retriever": args.retriever, "hits": [hit_json(h) for h in hits]}, ensure_ascii=False))
+        return
+    for hit in hits:
+        _print_hit(hit, hit.passage.text, args.width)
+
+
+def _print_hit(hit, text: str, width: int) -> None:
+    """One ranked passage: rank, score, title and id, then its text clipped to `width` characters."""
+    print(f"{hit.rank:>3}. [{hit.score:.4f}] {printable(hit.passage.title)} ({printable(hit.passage.id)})")
+    print(f"     {_clip(printable(text), width)}")
+
+
+def _eval_out(args, command: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    return Path("eval/out") / f"{command}-{Path(args.qa).name.split('.')[0]}"
+
+
+def cmd_eval_retrieval(args) -> None:
+    from rag.evaluate import evaluate_retrieval
+    from rag.index_folder import open_index
+    from rag.qa_data import load_qa
+    from rag.retrieve import RETRIEVERS, load_retriever
+
+    ks = args.k
+    kinds = [k.strip() for k in args.retrievers.split(",") if k.strip()]
+    bad = [k for k in kinds if k not in RETRIEVERS]
+    if bad or not kinds:
+        raise RagError(f"--retrievers: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(RETRIEVERS)}")
+    examples = load_qa(args.qa, args.qa_format, args.limit)
+    index = open_index(args.index)
+    encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
+    retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
+    report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
+    print(report.table())
+    out = _eval_out(args, "retrieval")
+    print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
+    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+
+
+def cmd_eval_qa(args) -> None:
+    from rag.evaluate import evaluate_qa
+    from rag.pipeline import load_pipeline
+    from rag.qa_data import load_qa
+
+    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    report = evaluate_qa(pipeline, load_qa(args.qa, args.qa_format, args.limit), args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
+    print(report.table())
+    out = _eval_out(args, "qa")
+    print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
+    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+
+
+def cmd_eval_reader(args) -> None:
+    from rag.evaluate import evaluate_reader
+    from rag.pipeline import ReaderOptions, load_reader
+
+    reader = load_reader(args.reader, ReaderOptions(device=args.device, precision=args.precision))
+    report = evaluate_reader(reader, args.squad, args.limit, name=args.reader)
+    print(report.table())
+    out = Path(args.out) if args.out else Path("eval/out") / f"reader-{Path(args.squad).name.split('.')[0]}.json"
+    print(f"per-question results: {report.write_json(out)}")
+
+
+def _checked(question: str) -> str:
+    from rag.pipeline import check_question
+
+    checked = check_question(question)
+    for note in checked.notes:
+        print(f"rag: note: {printable(note)}", file=sys.stderr)
+    return checked.text
+
+
+def cmd_ask(args) -> None:
+    from rag.pipeline import load_pipeline
+
+    if (args.question is None) == (args.questions is None):
+        raise RagError("rag ask: give one QUESTION, or --questions FILE (a QA file rag eval reads, or one question a line)")
+    questions = [_checked(args.question)] if args.question is not None else _question_file(args.questions, args.limit)
+    pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    untrained = getattr(pipeline.reader, "trained", True) is False
+    if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
+        for start in range(0, len(questions), 16):
+            for answer in pipeline.answer(questions[start : start + 16]):
+                print(json.dumps(answer_json(answer, untrained), ensure_ascii=False), flush=True)
+        return
+    answer = pipeline.answer(questions)[0]
+    if untrained:
+        print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
+    print(f"answer: {printable(answer.text) or '(none)'}")
+    print(f"score:  {answer.score:.4f}  (p(answer | question), marginalized over {args.k} passages)")
+    spans = {}
+    for span in answer.spans:  # best first; a span overlapping a better one is not marked again
+        kept = spans.setdefault(span.passage_id, [])
+        if all(span.end <= k.start or span.start >= k.end for k in kept):
+            kept.append(span)
+    for hit in answer.evidence:
+        text = hit.passage.text
+        for span in sorted(spans.get(hit.passage.id, ()), key=lambda s: -s.start):  # mark the answer: >>text<<
+            text = f"{text[: span.start]}>>{text[span.start : span.end]}<<{text[span.end :]}"
+        _print_hit(hit, text, args.width)  # marked first: the spans are offsets into the raw text
+
+
+def answer_json(answer, untrained: bool = False) -> dict:
+    """An Answer as data: the answer, its probability, and the evidence with where the answer sits."""
+    spans = {}
+    for span in answer.spans:
+        spans.setdefault(span.passage_id, []).append([span.start, span.end])
+    evidence = [{"rank": h.rank, "score": h.score, "id": h.passage.id, "title": h.passage.title, "text": h.passage.text, "answer_spans": spans.get(h.passage.id, [])}
+                for h in answer.evidence]
+    return {"question": answer.question, "answer": answer.text, "probability": answer.score, "untrained_reader": untrained, "evidence": evidence}
+
+
+def hit_json(hit) -> dict:
+    return {"rank": hit.rank, "score": hit.score, "id": hit.passage.id, "title": hit.passage.title, "text": hit.passage.text}
+
+
+def _question_file(path: str, limit: int | None) -> list[str]:
+    """Questions from a QA file (any format rag eval reads) or a plain text file, one question a line."""
+    from rag.qa_data import load_qa
+
+    if path.endswith(".txt") or path == "-":
+        lines = sys.stdin.read().splitlines() if path == "-" else _read_lines(path)
+        questions = [line.strip() for line in lines if line.strip()][: limit or None]
+    else:
+        questions = [ex.question for ex in load_qa(path, limit=limit)]
+    if not questions:
+        raise RagError(f"{path}: no questions")
+    return [_checked(q) for q in questions]
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RagError(f"{path}: cannot read questions ({e})") from e
+
+
+def cmd_train(args) -> None:
+    from rag.train import TrainConfig, train
+
+    if not args.questions:
+        raise RagError("rag train: --questions is required for joint training (or use `rag train reader --squad FILE`)")
+
+    config = TrainConfig(
+        questions=args.questions, index=args.index, out=args.out, reader=args.reader, generator=args.generator, k=args.k, epochs=args.epochs,
+        max_questions=args.limit or 0, batch_size=args.batch_size, reader_lr=args.reader_lr, query_lr=args.query_lr,
+        train_query_encoder=not args.freeze_query_encoder, refresh_every=args.refresh_every, max_length=args.max_length,
+        save_every=args.save_every, seed=args.seed, device=args.device, fresh=args.fresh,
+    )
+    report = train(config)
+    print(f"trained {report.steps} steps on {report.questions_seen} questions ({report.questions_used} with an answer in their top-{args.k}), "
+          f"mean loss {report.mean_loss:.3f}: checkpoint {report.checkpoint}")
+    print(f"use it: rag ask \"QUESTION\" --index {Path(report.checkpoint) / 'index' if args.refresh_every else args.index} --reader {report.checkpoint}")
+
+
+def cmd_train_reader(args) -> None:
+    from rag.train_reader import ReaderTrainConfig, train_reader
+
+    report = train_reader(ReaderTrainConfig(
+        squad=args.squad, out=args.out, start_from=args.start_from, max_length=args.max_length, doc_stride=args.doc_stride,
+        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, limit=args.limit,
+        save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+    ))
+    print(f"trained {report.steps} steps on {report.windows:,} windows in {report.seconds / 60:.1f} min, loss {report.mean_loss:.3f}: reader {report.reader}")
+    print(f"check it: rag eval reader --squad SQUAD_DEV_FILE --reader {report.reader}")
+
+
+def cmd_train_generator(args) -> None:
+    from rag.train_generator import GeneratorTrainConfig, train_generator
+
+    report = train_generator(GeneratorTrainConfig(
+        squad=args.squad, out=args.out, encoder_from=args.encoder_from, window_words=args.window_words, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, max_steps=args.max_steps, limit=args.limit, save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+    ))
+    print(f"trained {report.steps} steps on {report.examples:,} examples in {report.seconds / 60:.1f} min, loss {report.mean_loss:.3f}: generator {report.generator}")
+    print(f"check it: rag eval reader --squad SQUAD_DEV_FILE --reader {report.generator}")
+
+
+def cmd_export_reader(args) -> None:
+    from rag.train_reader import export_reader
+
+    print(f"exported {args.source} as fp16 weights: {export_reader(args.source, args.out)}")
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def cmd_demo(args) -> None:
+    from rag.app import DemoConfig, launch_demo
+
+    retrievers = {"retrievers": tuple(args.retrievers)} if args.retrievers else {}
+    launch_demo(DemoConfig(index=args.index, reader=args.reader, k=args.k, device=args.device, host=args.host, port=args.port, **retrievers))

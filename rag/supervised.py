@@ -1,0 +1,125 @@
+"""The supervised fine-tuning loop shared by the span reader (rag.train_reader) and the generator
+(rag.train_generator): AdamW, linear warmup and decay, bf16 autocast where the hardware runs it
+fast, progress with examples/s and ETA, and resumable checkpoints swapped in whole.
+
+A checkpoint folder OUT holds OUT/<weights>/ (the trained model, fp16: what ships), training_state.pt
+(model, optimizer, schedule, position) and run.json (the run's kind, settings and progress). A resume
+with other settings is refused; a folder that is not such a checkpoint is never written to.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from rag.files import ArtifactKind, check_replaceable, fresh_scratch, publish_folder, read_versioned_json, recover_folder
+from rag.types import RagError
+
+STATE_FILE, RUN_FILE = "training_state.pt", "run.json"
+RESUME_FREE = ("out", "save_every", "device")  # settings a resume may change
+
+
+class Trainee(Protocol):
+    """What the loop trains: a torch module, its per-batch loss, and how its weights are saved."""
+
+    model: object  # torch.nn.Module
+    device: str
+
+    def loss(self, batch: list[int]): ...  # the mean loss of these examples, a scalar tensor
+
+    def save(self, folder: Path) -> None: ...  # the fp16 weights folder that ships
+
+
+@dataclass(frozen=True)
+class FitReport:
+    steps: int
+    mean_loss: float  # over the last 200 steps
+    seconds: float
+
+
+def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, weights: str, progress: bool = True) -> FitReport:
+    """Train `trainee` on `batches` (lists of example indices) with `config`'s batch_size, lr, warmup,
+    max_steps, save_every, precision and out; resumes `config.out` when it holds this run's checkpoint."""
+    import torch
+
+    from rag.precision import autocast_dtype
+
+    out = Path(config.out).resolve()  # "." has no name to put ".partial" after
+    recover_folder(out, kind)
+    saved = _resumable(out, config, kind)
+    total = min(len(batches), config.max_steps) if config.max_steps else len(batches)
+    model = trainee.model
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.01)
+    warmup = max(1, int(config.warmup * total))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
+    step, losses, elapsed = 0, [], 0.0
+    if saved:
+        state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, losses, elapsed = state["step"], state["losses"], state["seconds"]
+        log(f"resuming {out} at step {step} of {total}", progress)
+    dtype = autocast_dtype(config.precision, trainee.device)
+    log(f"{total:,} steps of {config.batch_size}; autocast {dtype or 'off (fp32)'}", progress)
+    model.train()
+    started = time.monotonic() - elapsed
+    save = lambda: _save(out, config, kind, weights, trainee, optimizer, schedule, step, total, losses, time.monotonic() - started)  # noqa: E731
+    while step < total:
+        with torch.autocast(device_type=trainee.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = trainee.loss(batches[step])
+        optimizer.zero_grad()
+        loss.float().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        losses.append(float(loss.detach()))
+        _progress(step, total, losses, config.batch_size, time.monotonic() - started, progress)
+        if step % config.save_every == 0 or step == total:
+            save()
+            log(f"saved {out} at step {step}", progress)
+    return FitReport(step, float(np.mean(losses[-200:])) if losses else float("nan"), time.monotonic() - started)
+
+
+def _progress(step: int, total: int, losses: list[float], batch_size: int, spent: float, enabled: bool) -> None:
+    if enabled and (step % 20 == 0 or step == total):
+        rate = step * batch_size / spent
+        eta = (total - step) * batch_size / rate
+        log(f"step {step}/{total}  loss {np.mean(losses[-200:]):.3f}  {rate:.1f} examples/s  elapsed {spent / 60:.1f} min  ETA {eta / 60:.1f} min", True)
+
+
+def _resumable(out: Path, config, kind: ArtifactKind) -> dict | None:
+    """The run record of a checkpoint to resume, refused when it was trained with other settings."""
+    check_replaceable(out, kind, "Choose another --out.")
+    if not (out / RUN_FILE).exists():
+        return None
+    run = read_versioned_json(out / RUN_FILE, kind.format)
+    changed = [k for k, v in asdict(config).items() if k not in RESUME_FREE and run["config"].get(k) != v]
+    if changed:
+        raise RagError(f"{out} was trained with other settings ({', '.join(changed)}): use the same ones to resume, or another --out")
+    return run
+
+
+def _save(out: Path, config, kind: ArtifactKind, weights: str, trainee: Trainee, optimizer, schedule, step: int, total: int, losses: list[float], seconds: float) -> None:
+    """A complete checkpoint written beside `out`, then swapped in: a kill never loses the last one."""
+    import torch
+
+    partial = fresh_scratch(out.with_name(out.name + ".partial"), kind)
+    trainee.save(partial / weights)
+    torch.save({"model": trainee.model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "step": step, "losses": losses, "seconds": seconds}, partial / STATE_FILE)
+    (partial / RUN_FILE).write_text(json.dumps({"format": kind.format, "config": asdict(config), "step": step, "total_steps": total,
+                                                "seconds": round(seconds, 1), "loss_last_200": float(np.mean(losses[-200:]))}, indent=2))
+    publish_folder(partial, out, kind)
+
+
+def log(message: str, enabled: bool = True) -> None:
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+

@@ -1,0 +1,129 @@
+"""Supervised training of the RAG generator on SQuAD: `title / paragraph // question -> answer`.
+
+The generator is a BERT-to-BERT encoder-decoder warm-started from weights that install offline
+(../shared/MODELS.md): the encoder from the shipped span reader (a MiniLM already trained to find
+answers in SQuAD paragraphs), the decoder from the MiniLM sentence encoder with new cross-attention.
+It reads the same `title / text // question` input rag.generate.RagGenerator builds at answer time,
+so the trained folder is a RAG-Sequence / RAG-Token generator as it is. The loop (warmup, bf16
+autocast, resumable checkpoints) is rag.supervised.fit's, shared with the span reader.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from rag.files import ArtifactKind, check_replaceable
+from rag.supervised import RUN_FILE, fit, log
+from rag.train_reader import SquadQuestion, epoch_batches, load_squad
+from rag.types import Passage, RagError
+
+GENERATOR_RUN_KIND = ArtifactKind("a generator-training checkpoint", RUN_FILE, "rag-generator-training v1")
+CLS, SEP, PAD = 101, 102, 0  # the MiniLM WordPiece vocabulary's [CLS] (decoder start), [SEP] (end), [PAD]
+
+
+@dataclass(frozen=True)
+class GeneratorTrainConfig:
+    squad: str  # SQuAD v1.1 JSON (or .json.gz)
+    out: str  # checkpoint folder; rerunning resumes it; OUT/generator is the trained generator
+    encoder_from: str = "reader"  # "reader" (the shipped span reader), "minilm" (the sentence encoder) or a BERT folder
+    window_words: int = 120  # paragraph words around the answer per example (retrieved passages are ~100 words)
+    max_source_length: int = 256
+    max_answer_tokens: int = 24
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup: float = 0.06
+    epochs: float = 1.0
+    max_steps: int = 0  # >0: stop after this many optimizer steps
+    limit: int = 0  # >0: the first N questions only
+    seed: int = 0
+    save_every: int = 500
+    precision: str = "auto"
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class GeneratorTrainReport:
+    steps: int
+    examples: int
+    mean_loss: float
+    seconds: float
+    generator: str  # the saved generator folder
+
+
+def warm_started_generator(encoder_from: str):
+    """(tokenizer, EncoderDecoderModel): BERT encoder and decoder from offline MiniLM weights."""
+    from transformers import AutoTokenizer, EncoderDecoderModel
+
+    from rag.encoders import default_model_path
+    from rag.paths import SHIPPED_READER, shipped_model
+
+    minilm = default_model_path()
+    encoder = {"minilm": minilm, "reader": str(shipped_model(SHIPPED_READER) or minilm)}.get(encoder_from, encoder_from)
+    if not Path(encoder).is_dir():
+        raise RagError(f"--encoder-from {encoder_from}: not 'reader', 'minilm' or a BERT folder")
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder, minilm).float()
+    for settings in (model.config, model.generation_config):
+        settings.decoder_start_token_id, settings.eos_token_id, settings.pad_token_id = CLS, SEP, PAD
+    return AutoTokenizer.from_pretrained(minilm), model
+
+
+def squad_examples(questions: list[SquadQuestion], window_words: int, seed: int) -> list[tuple[str, Passage, str]]:
+    """(question, passage, answer): the paragraph, or `window_words` of it around the answer at a random offset."""
+    rng = random.Random(seed)
+    examples = []
+    for q in questions:
+        words = q.context.split(" ")
+        first = q.context[: q.answer_start].count(" ")
+        last = first + q.answer_text.count(" ")
+        if len(words) > window_words and last - first < window_words:
+            start = max(0, min(first - rng.randint(0, window_words - 1 - (last - first)), len(words) - window_words))
+            words = words[start : start + window_words]
+        examples.append((q.question, Passage("", q.title, " ".join(words)), q.answer_text))
+    return examples
+
+
+def train_generator(config: GeneratorTrainConfig, progress: bool = True) -> GeneratorTrainReport:
+    """Train (or resume) the generator on SQuAD; returns where the generator was saved."""
+    import torch
+
+    from rag.generate import GeneratorConfig, RagGenerator
+
+    if config.batch_size < 1 or config.epochs <= 0 or config.window_words < 10:
+        raise RagError("need batch_size >= 1, epochs > 0, window_words >= 10")
+    check_replaceable(Path(config.out).resolve(), GENERATOR_RUN_KIND, "Choose another --out.")
+    torch.manual_seed(config.seed)
+    tokenizer, model = warm_started_generator(config.encoder_from)
+    settings = GeneratorConfig(model="(training)", variant="sequence", device=config.device, max_source_length=config.max_source_length, max_answer_tokens=config.max_answer_tokens)
+    generator = RagGenerator.from_model(settings, tokenizer, model)
+    examples = squad_examples(load_squad(config.squad, config.limit), config.window_words, config.seed)
+    batches = epoch_batches([len(e[1].text) for e in examples], config.batch_size, config.epochs, config.seed)
+    log(f"{len(examples):,} examples from {config.squad}", progress)
+    report = fit(_GeneratorTrainee(generator, examples), batches, config, GENERATOR_RUN_KIND, "generator", progress)
+    return GeneratorTrainReport(report.steps, len(examples), report.mean_loss, report.seconds, str(Path(config.out).resolve() / "generator"))
+
+
+class _GeneratorTrainee:
+    """The generator as rag.supervised.fit trains it: token cross-entropy of the answer given one passage."""
+
+    def __init__(self, generator, examples: list[tuple[str, Passage, str]]):
+        self.generator, self.examples = generator, examples
+        self.model, self.device = generator.model, generator.device
+
+    def loss(self, batch: list[int]):
+        import torch
+        import torch.nn.functional as F
+
+        g = self.generator
+        picked = [self.examples[i] for i in batch]
+        contexts = [g.contexts(question, [passage])[0] for question, passage, _ in picked]
+        inputs = g.tokenizer(contexts, truncation=True, max_length=g.config.max_source_length, padding=True, return_tensors="pt", return_token_type_ids=False).to(self.device)
+        targets = g.target_ids([answer for _, _, answer in picked])
+        labels = torch.full((len(targets), max(map(len, targets))), -100, dtype=torch.long, device=self.device)
+        for row, ids in enumerate(targets):
+            labels[row, : len(ids)] = torch.tensor(ids)
+        logits = self.model(**inputs, decoder_input_ids=g._shift_right(labels)).logits
+        return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+
+    def save(self, folder: Path) -> None:
+        self.generator.save(folder, half=True)

@@ -1,0 +1,54 @@
+"""The CLI as scripts use it (issue 15), through real subprocesses: JSON out, batches of questions,
+quiet stderr, --version, pipes closed early, and a missing local reader refused at once."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rag(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=ROOT, env=env, input=stdin, capture_output=True, text=True, timeout=300)
+
+
+def test_version():
+    done = rag("--version")
+    assert done.returncode == 0 and done.stdout.startswith("rag 0.")
+
+
+def test_search_and_index_info_print_json(small_index):
+    found = json.loads(rag("search", "who wrote don quixote", "--index", str(small_index.path), "-k", "3", "--json").stdout)
+    assert [h["rank"] for h in found["hits"]] == [1, 2, 3] and found["hits"][0]["title"] == "Don Quixote"
+    info = json.loads(rag("index", "info", "--index", str(small_index.path), "--json").stdout)
+    assert info["passages"] == 300 and info["format"] == "rag-index v1"
+
+
+def test_ask_json_batch_and_quiet_stderr(small_index, tmp_path):
+    one = rag("ask", "who wrote dracula", "--index", str(small_index.path), "-k", "3", "--json")
+    answer = json.loads(one.stdout)
+    assert answer["answer"] == "Bram Stoker" and 0 < answer["probability"] <= 1
+    start, end = answer["evidence"][0]["answer_spans"][0]
+    assert answer["evidence"][0]["text"][start:end] == "Bram Stoker"  # where the answer was read
+    assert "LOAD REPORT" not in one.stderr and "Loading weights" not in one.stderr and "\x1b[" not in one.stderr
+    questions = tmp_path / "q.txt"
+    questions.write_text("who wrote dracula\n\nwho wrote don quixote\n")
+    batch = rag("ask", "--questions", str(questions), "--index", str(small_index.path), "-k", "3")
+    lines = [json.loads(line) for line in batch.stdout.splitlines()]
+    assert [a["question"] for a in lines] == ["who wrote dracula", "who wrote don quixote"] and "Cervantes" in lines[1]["answer"]
+
+
+def test_a_closed_pipe_is_not_a_traceback(small_index):
+    done = subprocess.run(f"{sys.executable} -m rag.cli index info --index {small_index.path} --json | head -1", shell=True, cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip() == "{" and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_a_missing_local_reader_is_refused_at_once(small_index):
+    t0 = time.perf_counter()
+    done = rag("ask", "who wrote dracula", "--index", str(small_index.path), "--reader", "./no-such-checkpoint")
+    assert done.returncode == 2 and "no such folder" in done.stderr and time.perf_counter() - t0 < 60  # no hub retries

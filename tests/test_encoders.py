@@ -1,0 +1,63 @@
+"""Encoders behind one interface: the offline MiniLM, and DPR's two towers on tiny random DPR models."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rag.build import BuildConfig, build_index
+from rag.encoders import ENCODERS, DPREncoder, EncoderConfig, SentenceTransformerEncoder, default_model_path, load_encoder
+from rag.types import Passage, RagError
+
+
+@pytest.fixture(scope="module")
+def dpr_spec(tmp_path_factory) -> str:
+    """dpr:QUESTION,CONTEXT: two ~0.1M-parameter random DPR towers with the MiniLM WordPiece vocabulary."""
+    from transformers import AutoTokenizer, DPRConfig, DPRContextEncoder, DPRQuestionEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    config = DPRConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    folders = []
+    for name, cls in (("question", DPRQuestionEncoder), ("context", DPRContextEncoder)):
+        folder = tmp_path_factory.mktemp(name)
+        cls(config).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        folders.append(str(folder))
+    return "dpr:" + ",".join(folders)
+
+
+def test_the_spec_prefix_chooses_the_backend(dpr_spec):
+    assert isinstance(load_encoder("default"), SentenceTransformerEncoder)
+    assert isinstance(load_encoder(dpr_spec), DPREncoder) and set(ENCODERS) == {"dpr:", ""}
+
+
+def test_dpr_encodes_questions_and_title_text_pairs_with_its_two_towers(dpr_spec):
+    import torch
+
+    encoder = load_encoder(EncoderConfig(spec=dpr_spec, device="cpu"))
+    passages = [Passage("a", "Dune", "Dune is a 1965 novel by Frank Herbert."), Passage("b", "Paris", "Paris is the capital of France.")]
+    q, d = encoder.encode_queries(["who wrote dune"]), encoder.encode_passages(passages)
+    assert q.shape == (1, 32) and d.shape == (2, 32) and q.dtype == np.float32 and not encoder.normalized
+    with torch.inference_mode():  # the context tower reads "title [SEP] text" as a sentence pair
+        batch = encoder.ctx_tokenizer(["Dune"], ["Dune is a 1965 novel by Frank Herbert."], return_tensors="pt")
+        expected = encoder.ctx_model(**batch).pooler_output.numpy()
+        question_side = encoder.q_model(**encoder.q_tokenizer(["Dune"], ["Dune is a 1965 novel by Frank Herbert."], return_tensors="pt")).pooler_output.numpy()
+    assert np.allclose(d[0], expected[0], atol=1e-5) and not np.allclose(d[0], question_side[0], atol=1e-3)  # two towers, not one
+
+
+def test_an_index_built_with_dpr_records_and_checks_its_encoder(dpr_spec, tmp_path, default_passages):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": p.id, "title": p.title, "text": p.text}) + "\n" for p in default_passages[:20]))
+    folder = build_index(BuildConfig(corpus=str(corpus), encoder=EncoderConfig(spec=dpr_spec)), tmp_path / "idx", progress=False)
+    assert folder.manifest.encoder == dpr_spec and folder.manifest.dim == 32 and not folder.manifest.normalized
+    hits = folder.search(folder.load_encoder().encode_queries(["who wrote dune"]), 3)[0]
+    assert len(hits) == 3 and hits[0].score >= hits[-1].score
+    with pytest.raises(RagError, match="was built with encoder"):
+        folder.load_encoder(EncoderConfig(spec="default"))
+
+
+@pytest.mark.parametrize("spec", ["dpr:only-one", "dpr:a,", "dpr:,b"])
+def test_a_malformed_dpr_spec_is_a_clear_error(spec):
+    with pytest.raises(RagError, match="dpr:QUESTION_MODEL,CONTEXT_MODEL"):
+        load_encoder(spec)
