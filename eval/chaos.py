@@ -80,7 +80,7 @@ class Checker:
         wrong = int(len(folder.store) != folder.manifest.passages or len(folder.dense) != folder.manifest.passages)
         for q, hits in zip(self.queries, folder.search(self.queries, 5)):
             vectors = self.encoder.encode_passages([h.passage for h in hits])
-            wrong += int(np.sum(np.abs(vectors @ q - np.array([h.score for h in hits])) > 1e-3))
+            wrong += int(np.sum(np.abs(vectors @ q - np.array([h.score for h in hits])) > 1e-2))  # bf16 vectors move ~1e-3 with batching; a wrong row is off by ~0.1
         return lost, wrong
 
 

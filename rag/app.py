@@ -64,6 +64,7 @@ class DemoResult:
     notes: tuple[str, ...] = ()
     error: str | None = None  # a message for the user; never a traceback
     seconds: float = 0.0  # retrieve + read
+    retrieve_seconds: float = 0.0  # encode the question + search (the page shows both parts)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
         pipeline = models.pipelines[kind]
         start = time.perf_counter()
         hits = pipeline.retriever.retrieve([checked.text], int(k))[0]
+        retrieved = time.perf_counter()
         answer = pipeline.reader.read([checked.text], [hits])[0] if hits else None
         seconds = time.perf_counter() - start
     except RagError as e:
@@ -134,7 +136,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds)
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start)
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -165,7 +167,8 @@ def render_answer(result: DemoResult) -> str:
         f'<div class="rag-answer" data-score="{a.score:.6g}" data-seconds="{result.seconds:.4f}">'
         f'<div class="rag-answer-label">Answer</div>'
         f'<div class="rag-answer-text">{html.escape(a.text)}</div>'
-        f'<div class="rag-answer-score">score {a.score:.3f}{found} · {result.seconds:.2f} s</div>{notes}</div>'
+        f'<div class="rag-answer-score">score {a.score:.3f}{found} · {result.seconds:.2f} s '
+        f'(retrieve {1000 * result.retrieve_seconds:.0f} ms, read {1000 * (result.seconds - result.retrieve_seconds):.0f} ms)</div>{notes}</div>'
     )
 
 

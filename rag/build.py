@@ -109,7 +109,7 @@ def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder:
         encoder_info = load_encoder_info(config.encoder, encoder)
     else:
         encoder = encoder or load_encoder(config.encoder)
-        encoder_info = (encoder.dim, encoder.normalized)
+        encoder_info = load_encoder_info(config.encoder, encoder)
         encode_store_shards(partial / STORE, shard_dir, config.shard_size, encoder, progress=progress)
     embedding_files = shard_paths(shard_dir, n, config.shard_size)
     _log(f"building a {config.index.kind} index over {n} vectors" + (f" in {config.index_shards} shards" if config.index_shards > 1 else ""), progress)
@@ -120,7 +120,7 @@ def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder:
         dense = DenseIndex.build(np.concatenate([np.load(p) for p in embedding_files]), config.index)
         dense.save(partial / FAISS_FILE)
     manifest = Manifest(encoder=config.encoder.spec, dim=encoder_info[0], normalized=encoder_info[1], index=asdict(dense.config),
-                        passages=n, sources=[Source(**source)], built_at=_now(), index_shards=config.index_shards)
+                        passages=n, sources=[Source(**source)], built_at=_now(), index_shards=config.index_shards, precision=encoder_info[2])
     with PassageStore(partial / STORE, readonly=True) as store:
         commit_record(partial, manifest, store, dense).write(partial)
     for path in embedding_files:
@@ -128,9 +128,11 @@ def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder:
     shard_dir.rmdir()
 
 
-def load_encoder_info(config: EncoderConfig, encoder: Encoder | None) -> tuple[int, bool]:
+def load_encoder_info(config: EncoderConfig, encoder: Encoder | None) -> tuple[int, bool, str]:
+    """(dimension, unit-normalized, precision of the vectors) of the encoder a build used."""
     encoder = encoder or load_encoder(config)
-    return encoder.dim, encoder.normalized
+    dtype = str(getattr(encoder, "dtype", None)).removeprefix("torch.")
+    return encoder.dim, encoder.normalized, {"None": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(dtype, dtype)
 
 
 def _build_state(config: BuildConfig) -> dict:
@@ -145,6 +147,7 @@ def _build_state(config: BuildConfig) -> dict:
         "corpus_stat": stat,
         "format": config.fmt,
         "encoder": config.encoder.spec,
+        "precision": config.encoder.precision,
         "index": asdict(config.index),
         "index_shards": config.index_shards,
         "split": asdict(config.split),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 from rag.console import printable
@@ -17,13 +18,12 @@ def cmd_index_build(args) -> None:
     from rag.build import BuildConfig, build_index
     from rag.corpus import SplitConfig
     from rag.encoders import EncoderConfig
-    from rag.index import IndexConfig
 
     config = BuildConfig(
         corpus=args.corpus,
         fmt=args.format,
-        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16),
-        index=IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine),
+        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16, precision=args.precision),
+        index=_index_config(args),
         split=SplitConfig(words_per_passage=args.words_per_passage),
         shard_size=args.shard_size,
         index_shards=args.index_shards,
@@ -40,6 +40,15 @@ def cmd_index_build(args) -> None:
     from rag.bm25 import bm25_for_index
 
     bm25_for_index(folder)  # NAME/bm25/: BM25 and hybrid search work from the start
+
+
+def _index_config(args):
+    """IndexConfig from build options; an option that cannot apply to --kind is an error, not ignored."""
+    from rag.index import IndexConfig
+
+    if args.kind != "ivfpq" and (args.opq or args.refine != "none"):
+        raise RagError(f"--opq and --refine apply to --kind ivfpq, not {args.kind}")
+    return IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine)
 
 
 def cmd_index_add(args) -> None:
@@ -158,14 +167,21 @@ def cmd_ask(args) -> None:
     if (args.question is None) == (args.questions is None):
         raise RagError("rag ask: give one QUESTION, or --questions FILE (a QA file rag eval reads, or one question a line)")
     questions = [_checked(args.question)] if args.question is not None else _question_file(args.questions, args.limit)
+    started = time.perf_counter()
     pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    loaded = time.perf_counter()
     untrained = getattr(pipeline.reader, "trained", True) is False
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
         for start in range(0, len(questions), 16):
             for answer in pipeline.answer(questions[start : start + 16]):
                 print(json.dumps(answer_json(answer, untrained), ensure_ascii=False), flush=True)
         return
-    answer = pipeline.answer(questions)[0]
+    hits = pipeline.retriever.retrieve(questions, args.k)
+    retrieved = time.perf_counter()
+    answer = pipeline.reader.read(questions, hits)[0]
+    if args.timings:  # model loading is once per process; retrieve + read is what each question costs
+        print(f"timings: load {1000 * (loaded - started):.0f} ms (once), retrieve {1000 * (retrieved - loaded):.0f} ms, "
+              f"read {1000 * (time.perf_counter() - retrieved):.0f} ms ({args.k} passages)", file=sys.stderr)
     if untrained:
         print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
     print(f"answer: {printable(answer.text) or '(none)'}")

@@ -66,6 +66,7 @@ class Manifest:
     faiss_files: list[str] = field(default_factory=list)  # relative paths in row order; [] in indexes older than this field
     file_sizes: dict = field(default_factory=dict)  # relative path -> bytes (the store: its size at the last commit, a minimum)
     fingerprint: str = ""  # rag.index_folder.row_fingerprint at the last commit
+    precision: str = "fp32"  # what the passage vectors were computed in (bf16 autocast: cosine >= 0.9999 to fp32)
     format: str = MANIFEST_FORMAT
     extra: dict = field(default_factory=dict)
 
@@ -121,7 +122,7 @@ class IndexFolder:
         return self.store.hits(self.dense.search(query_vectors, k))
 
     def load_encoder(self, config: EncoderConfig | None = None) -> Encoder:
-        """The encoder this index was built with (device/batch size may differ)."""
+        """The encoder this index was built with (device, batch size and precision may differ)."""
         config = config or EncoderConfig(spec=self.manifest.encoder)
         check_encoder(self.manifest, config.spec, self.path)
         return load_encoder(config)

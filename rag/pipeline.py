@@ -171,6 +171,7 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
     `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig).
     """
     from rag.checkpoint import is_checkpoint, load_query_encoder
+    from rag.encoders import EncoderConfig
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
@@ -178,4 +179,6 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
     encoder = None
     if is_checkpoint(reader) and retriever != "bm25":
         encoder = load_query_encoder(reader, folder, device)
+    elif retriever != "bm25":  # the index's encoder, at the precision asked for (queries: auto = bf16 where fast)
+        encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
     return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, ReaderOptions(device, generator, precision)), k)

@@ -50,7 +50,7 @@ def shard_files(shard_dir):
 
 
 def test_ray_build_of_a_sharded_index_returns_the_single_process_top_10(ray_cluster, tmp_path, small_corpus_jsonl, small_index, query_vectors):
-    config = BuildConfig(corpus=str(small_corpus_jsonl), shard_size=SHARD, index_shards=2)
+    config = BuildConfig(corpus=str(small_corpus_jsonl), shard_size=SHARD, index_shards=2, encoder=EncoderConfig(precision="fp32"))  # as small_index
     folder = build_index(config, tmp_path / "ray", encode_shards=ray_shard_encoder(num_workers=2, progress=False), progress=False)
     assert folder.manifest.index_shards == 2 and folder.manifest.passages == 300
     ids = lambda hits: [[h.passage.id for h in q] for q in hits]  # noqa: E731
@@ -65,7 +65,7 @@ def test_killed_shard_task_is_retried_and_the_result_is_identical(ray_cluster, t
     marker.touch()
     shard_dir = tmp_path / "shards"
     encode = ray_shard_encoder(num_workers=2, runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker)}}, progress=False)
-    encode(store_path, shard_dir, N_STORE // 4, EncoderConfig())
+    encode(store_path, shard_dir, N_STORE // 4, EncoderConfig(precision="fp32"))
     assert not marker.exists() and marker.with_name("kill-once.claimed").exists()  # a worker did die (os._exit)
     assert shard_files(shard_dir) == [p.name for p in shard_paths(shard_dir, N_STORE, N_STORE // 4)]  # no .tmp left
     got = np.concatenate([np.load(p) for p in shard_paths(shard_dir, N_STORE, N_STORE // 4)])
@@ -81,6 +81,6 @@ def test_rerun_encodes_only_missing_shards(ray_cluster, tmp_path, store_path, re
         if i != 2:
             np.save(p, np.full((size, 384), i, np.float32))
     before = {p.name: p.stat().st_mtime_ns for p in paths if p.exists()}
-    ray_shard_encoder(num_workers=2, progress=False)(store_path, shard_dir, size, EncoderConfig())
+    ray_shard_encoder(num_workers=2, progress=False)(store_path, shard_dir, size, EncoderConfig(precision="fp32"))
     assert {p.name: p.stat().st_mtime_ns for p in paths if p.name in before} == before
     np.testing.assert_allclose(np.load(paths[2]), reference_vectors[2 * size : 3 * size], atol=1e-5)

@@ -36,12 +36,13 @@ def test_flat_equals_brute_force(corpus_vectors):
     np.testing.assert_allclose(result.scores, np.take_along_axis(scores, brute, axis=1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
-def test_compressed_kinds_recall_at_10_against_flat(corpus_vectors, kind):
+@pytest.mark.parametrize("config, least", [(IndexConfig("hnsw"), 0.9), (IndexConfig("ivfpq", refine="sq8"), 0.9), (IndexConfig("ivfpq"), 0.6)])
+def test_compressed_kinds_recall_at_10_against_flat(corpus_vectors, config, least):
+    """PQ codes alone (the ivfpq default, 1/16 of flat) find most neighbours; the sq8 refine restores them."""
     x, q = corpus_vectors
     flat = DenseIndex.build(x, IndexConfig("flat")).search(q, 10)
-    approx = DenseIndex.build(x, IndexConfig(kind)).search(q, 10)
-    assert _recall(approx.rows, flat.rows, 10) >= 0.9
+    approx = DenseIndex.build(x, config).search(q, 10)
+    assert _recall(approx.rows, flat.rows, 10) >= least
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -59,8 +59,8 @@ def test_sharded_ivfpq_shares_one_training_and_answers_like_unsharded(passage_ve
 
 def test_sharded_ivfpq_with_refine_is_at_least_as_close_to_flat(passage_vectors, query_vectors):
     flat = DenseIndex.build(passage_vectors, IndexConfig("flat")).search(query_vectors, 10)
-    whole = DenseIndex.build(passage_vectors, IndexConfig("ivfpq")).search(query_vectors, 10)
-    sharded = ShardedIndex.build(passage_vectors, IndexConfig("ivfpq"), 3).search(query_vectors, 10)
+    whole = DenseIndex.build(passage_vectors, IndexConfig("ivfpq", refine="sq8")).search(query_vectors, 10)
+    sharded = ShardedIndex.build(passage_vectors, IndexConfig("ivfpq", refine="sq8"), 3).search(query_vectors, 10)
 
     def recall(r):
         return np.mean([len(set(a) & set(b)) / 10 for a, b in zip(r.rows, flat.rows)])
