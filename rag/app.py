@@ -142,6 +142,17 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
 # --- rendering -------------------------------------------------------------------------------
 
 
+def result_json(result: DemoResult) -> dict:
+    """What the JSON API returns for one question."""
+    base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds}
+    if result.answer is None:
+        return {**base, "answer": "", "probability": 0.0, "passages": [h.to_json() for h in result.hits]}
+    data = result.answer.to_json()
+    read = {e["id"]: e["answer_spans"] for e in data["evidence"]}
+    passages = [{**h.to_json(), "answer_spans": read.get(h.passage.id, [])} for h in result.hits]  # retrieval order
+    return {**base, "answer": data["answer"], "probability": data["probability"], "passages": passages}
+
+
 def highlight(text: str, spans: list[Span]) -> str:
     """HTML of `text` with each span (character offsets) wrapped in <mark>; overlapping or invalid spans are skipped."""
     parts, at = [], 0
@@ -233,10 +244,19 @@ def build_app(models: DemoModels, config: DemoConfig):
         with gr.Row():
             kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
             k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
-        gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions")
+        examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")
         passages = gr.HTML(elem_id="passages")
         gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
+
+        def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0]) -> dict:
+            """JSON API (POST /gradio_api/call/answer, or gradio_client's predict(..., api_name="/answer")):
+            the answer, its probability and the passages read, as data; "error" when it could not answer."""
+            return result_json(ask(models, question, retriever, int(k)))
+
+        gr.api(answer_as_data, api_name="answer", concurrency_id="pipeline")
+        # A click on an example fills the box, then asks it with the chosen retriever and k.
+        examples.load_input_event.then(on_ask, inputs=[question, kind, k], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
     # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).
     app.queue(default_concurrency_limit=1)
     return app

@@ -171,8 +171,9 @@ def read_meta(folder: Path) -> dict | None:
     return meta if meta.get("format") == FORMAT else None
 
 
-def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = True, save: bool | None = None) -> BM25Index:
-    """The BM25 index of an opened IndexFolder: loaded from NAME/bm25/, or built from its store.
+def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = True, save: bool | None = None, explain_missing: bool = True) -> BM25Index:
+    """The BM25 index of an opened IndexFolder: loaded from NAME/bm25/, or built from its store
+    (explain_missing=False: a fresh build expects it missing and does not say so).
 
     It is rebuilt when missing or stale (the store holds other passages than it covers, e.g.
     after `rag index add`, or it was built with another config). A rebuilt index is saved to
@@ -188,7 +189,7 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
             return BM25Index.load(folder)
         except (OSError, ValueError, KeyError) as e:  # a damaged folder is rebuilt like a missing one
             why = f"unreadable ({e})"
-    if progress:
+    if progress and not (why == "missing" and explain_missing is False):
         print(f"BM25 index for {index.path} is {why}: building it from {len(index.store)} stored passages", file=sys.stderr)
     bm25 = BM25Index.build_from_store(index.store, config, sources, progress)
     if save or (save is None and os.access(index.path, os.W_OK)):

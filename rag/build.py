@@ -65,6 +65,8 @@ def build_index(
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     _check_build_output(config, out)
+    if encode_shards is None and encoder is None:
+        encoder = load_encoder(config.encoder)  # before anything is written: a bad --encoder leaves nothing behind
     state = _build_state(config)
     if partial.exists() and read_json(partial / BUILD_STATE) != state:
         _log(f"discarding an unfinished build in {partial}: it was started with other arguments", progress)

@@ -227,7 +227,8 @@ def _add_demo_parser(sub) -> None:
     d = sub.add_parser("demo", help="the Gradio demo: ask questions in the browser, see the answer and its passages")
     d.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
     d.add_argument("--reader", default="default", help="'default' (MiniLM span reader), a checkpoint path or a hub id (as for `rag ask`)")
-    d.add_argument("--retrievers", nargs="+", default=None, metavar="KIND", help="retrievers to load and offer: dense, bm25, hybrid (default: all three)")
+    d.add_argument("--retrievers", type=lambda text: [k.strip() for k in text.split(",") if k.strip()], default=None, metavar="KINDS",
+                   help="comma-separated, as for rag eval: retrievers to load and offer, of dense, bm25, hybrid (default: all three)")
     d.add_argument("-k", type=positive_int, default=5, help="passages to read per question, the page's starting value")
     d.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     d.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only; 0.0.0.0 for all)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rag.console import printable
@@ -39,7 +40,7 @@ def cmd_index_build(args) -> None:
     print(f"built {folder.path}: {folder.manifest.passages} passages, {folder.manifest.index['kind']} index, {folder.manifest.bytes_per_vector} bytes/vector")
     from rag.bm25 import bm25_for_index
 
-    bm25_for_index(folder)  # NAME/bm25/: BM25 and hybrid search work from the start
+    bm25_for_index(folder, explain_missing=False)  # NAME/bm25/: BM25 and hybrid search work from the start
 
 
 def _index_config(args):
@@ -88,7 +89,7 @@ def cmd_search(args) -> None:
     retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
     hits = retriever.retrieve([question], args.k)[0]
     if args.json:
-        print(json.dumps({"question": question, "retriever": args.retriever, "hits": [hit_json(h) for h in hits]}, ensure_ascii=False))
+        print(json.dumps({"question": question, "retriever": args.retriever, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
         return
     for hit in hits:
         _print_hit(hit, hit.passage.text, args.width)
@@ -122,23 +123,54 @@ def cmd_eval_retrieval(args) -> None:
     encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
     retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
     report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
-    print(report.table())
-    out = _eval_out(args, "retrieval")
-    print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
-    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+    report = replace(report, configuration=_eval_configuration(args, index, retrievers=kinds), ceiling=_ceiling(index, examples))
+    _write_eval(report, args, "retrieval")
 
 
 def cmd_eval_qa(args) -> None:
     from rag.evaluate import evaluate_qa
+    from rag.index_folder import open_index
     from rag.pipeline import load_pipeline
     from rag.qa_data import load_qa
 
     pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
-    report = evaluate_qa(pipeline, load_qa(args.qa, args.qa_format, args.limit), args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
+    examples = load_qa(args.qa, args.qa_format, args.limit)
+    report = evaluate_qa(pipeline, examples, args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
+    index = open_index(args.index)
+    configuration = _eval_configuration(args, index, retrievers=[args.retriever], reader=args.reader, read_k=args.read_k, precision=args.precision)
+    _write_eval(replace(report, configuration=configuration, ceiling=_ceiling(index, examples)), args, "qa")
+
+
+def _write_eval(report, args, command: str) -> None:
+    """The table on stdout; per-question JSON (with the whole configuration) and the plot (PNG and SVG) beside each other."""
     print(report.table())
-    out = _eval_out(args, "qa")
+    out = _eval_out(args, command)
     print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
-    print(f"plot: {report.write_plot(out.with_name(out.name + '.png'), title=f'{Path(args.qa).name} on {args.index}')}")
+    shown = {k: ", ".join(v) if isinstance(v, list) else v for k, v in report.configuration.items() if k in ("retrievers", "fusion", "reader", "read_k") and v is not None}
+    legend = " · ".join(f"{k} {v}" for k, v in shown.items())
+    plot = report.write_plot(out.with_name(out.name + ".png"), title=f"{Path(args.qa).name} on {Path(args.index).name}\n{legend}")
+    print(f"plot: {plot} (and {plot.with_suffix('.svg').name})")
+
+
+def _eval_configuration(args, index, **extra) -> dict:
+    """Everything needed to reproduce or compare an eval: what was read, with what, how, when."""
+    from rag import __version__
+
+    hybrid = "hybrid" in extra.get("retrievers", [])
+    return {
+        "qa": str(Path(args.qa).resolve()) if Path(args.qa).exists() else args.qa, "qa_format": args.qa_format, "limit": args.limit,
+        "index": str(Path(args.index).resolve()), "passages": index.manifest.passages, "encoder": index.manifest.encoder,
+        "passage_precision": index.manifest.precision, "index_kind": index.manifest.index.get("kind"),
+        "fusion": args.fusion if hybrid else None, "dense_weight": args.dense_weight if hybrid else None, "reranker": None,
+        "ks": list(args.k), "match": args.match, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rag_version": __version__, **extra,
+    }
+
+
+def _ceiling(index, examples) -> float | None:
+    """Share of questions answerable from the corpus at all (corpora up to ~1M passages: it reads every passage)."""
+    from rag.evaluate import answer_ceiling
+
+    return answer_ceiling(index.store, examples) if len(index.store) <= 1_000_000 else None
 
 
 def cmd_eval_reader(args) -> None:
@@ -174,7 +206,7 @@ def cmd_ask(args) -> None:
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
         for start in range(0, len(questions), 16):
             for answer in pipeline.answer(questions[start : start + 16]):
-                print(json.dumps(answer_json(answer, untrained), ensure_ascii=False), flush=True)
+                print(json.dumps({**answer.to_json(), "untrained_reader": untrained}, ensure_ascii=False), flush=True)
         return
     hits = pipeline.retriever.retrieve(questions, args.k)
     retrieved = time.perf_counter()
@@ -196,20 +228,6 @@ def cmd_ask(args) -> None:
         for span in sorted(spans.get(hit.passage.id, ()), key=lambda s: -s.start):  # mark the answer: >>text<<
             text = f"{text[: span.start]}>>{text[span.start : span.end]}<<{text[span.end :]}"
         _print_hit(hit, text, args.width)  # marked first: the spans are offsets into the raw text
-
-
-def answer_json(answer, untrained: bool = False) -> dict:
-    """An Answer as data: the answer, its probability, and the evidence with where the answer sits."""
-    spans = {}
-    for span in answer.spans:
-        spans.setdefault(span.passage_id, []).append([span.start, span.end])
-    evidence = [{"rank": h.rank, "score": h.score, "id": h.passage.id, "title": h.passage.title, "text": h.passage.text, "answer_spans": spans.get(h.passage.id, [])}
-                for h in answer.evidence]
-    return {"question": answer.question, "answer": answer.text, "probability": answer.score, "untrained_reader": untrained, "evidence": evidence}
-
-
-def hit_json(hit) -> dict:
-    return {"rank": hit.rank, "score": hit.score, "id": hit.passage.id, "title": hit.passage.title, "text": hit.passage.text}
 
 
 def _question_file(path: str, limit: int | None) -> list[str]:

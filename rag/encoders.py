@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from rag.paths import looks_like_a_path
 from rag.precision import autocast_dtype
 from rag.types import Passage, RagError
 
@@ -69,6 +71,8 @@ class SentenceTransformerEncoder:
         self.config = config
         self.spec = config.spec
         path = default_model_path() if config.spec == DEFAULT_ENCODER else config.spec
+        if looks_like_a_path(path) and not Path(path).expanduser().exists():
+            raise RagError(f"encoder {config.spec!r}: no such folder (an encoder is 'default', a hub id or a local folder)")
         self.device = resolve_device(config.device)
         try:
             self.model = SentenceTransformer(path, device=self.device)

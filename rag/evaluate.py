@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -56,6 +56,8 @@ class RetrievalReport:
     ks: tuple[int, ...]
     runs: dict[str, RetrieverRun]
     mode: str = "string"
+    configuration: dict = field(default_factory=dict)  # what was evaluated: index, encoder, retrievers, fusion, limit, date, version
+    ceiling: float | None = None  # share of questions whose answer occurs anywhere in the corpus
 
     def accuracy(self) -> dict[str, dict[int, float]]:
         return {name: run.accuracy(self.ks) for name, run in self.runs.items()}
@@ -67,9 +69,11 @@ class RetrievalReport:
 
     def to_json(self) -> dict:
         return {
+            "configuration": self.configuration,
             "questions": len(self.examples),
             "ks": list(self.ks),
             "match": self.mode,
+            "answer_ceiling": self.ceiling,
             "accuracy": {name: {str(k): a for k, a in acc.items()} for name, acc in self.accuracy().items()},
             "questions_per_second": {name: run.questions_per_second for name, run in self.runs.items()},
             "per_question": [
@@ -87,7 +91,8 @@ class RetrievalReport:
         return write_json(path, self.to_json())
 
     def write_plot(self, path: str | Path, title: str = "", levels: dict[str, float] | None = None) -> Path:
-        return plot_accuracy(self.accuracy(), path, title or f"top-k retrieval accuracy, {len(self.examples)} questions", levels)
+        levels = {**({f"answer in corpus {percent(self.ceiling)}": self.ceiling} if self.ceiling is not None else {}), **(levels or {})}
+        return plot_accuracy(self.accuracy(), path, f"{title or 'top-k retrieval accuracy'}, n = {len(self.examples)} questions", levels)
 
 
 def evaluate_retrieval(
@@ -159,6 +164,8 @@ class QAReport(_MeanScores):
     em: tuple[float, ...]  # per question
     f1: tuple[float, ...]
     reader_seconds: float
+    configuration: dict = field(default_factory=dict)  # what was evaluated: index, encoder, retriever, fusion, reader, k, limit, date, version
+    ceiling: float | None = None  # share of questions whose answer occurs anywhere in the corpus
 
     def table(self) -> str:
         headers = ["pipeline", "EM", "F1"] + [f"top-{k}" for k in self.ks] + ["questions/s"]
@@ -169,8 +176,10 @@ class QAReport(_MeanScores):
 
     def to_json(self) -> dict:
         return {
+            "configuration": self.configuration,
             "questions": len(self.examples),
             "ks": list(self.ks),
+            "answer_ceiling": self.ceiling,
             "exact_match": self.exact_match,
             "f1": self.mean_f1,
             "accuracy": {str(k): a for k, a in self.retrieval.accuracy(self.ks).items()},
@@ -196,8 +205,10 @@ class QAReport(_MeanScores):
         return write_json(path, self.to_json())
 
     def write_plot(self, path: str | Path, title: str = "") -> Path:
-        levels = {f"EM {percent(self.exact_match)}": self.exact_match}
-        return plot_accuracy({self.retrieval.name: self.retrieval.accuracy(self.ks)}, path, title or f"retrieval accuracy and EM, {len(self.examples)} questions", levels)
+        levels = {f"EM {percent(self.exact_match)}": self.exact_match, f"F1 {percent(self.mean_f1)}": self.mean_f1}
+        if self.ceiling is not None:
+            levels[f"answer in corpus {percent(self.ceiling)}"] = self.ceiling
+        return plot_accuracy({self.retrieval.name: self.retrieval.accuracy(self.ks)}, path, f"{title or 'retrieval accuracy, EM and F1'}, n = {len(self.examples)} questions", levels)
 
 
 def evaluate_qa(pipeline, examples: Sequence[QAExample], ks: Sequence[int], batch_size: int = 64, mode: str = "string", progress: bool = True, name: str = "pipeline") -> QAReport:

@@ -42,6 +42,12 @@ def shared_data() -> Path:
     return _configured("RAG_SHARED_DATA", PROJECT.parent / "shared" / "data")
 
 
+def looks_like_a_path(spec: str) -> bool:
+    """A hub id is 'name' or 'org/name'; anything else with a slash, or starting with . / ~, is a local path
+    (a missing one is an error at once, not minutes of hub retries)."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
+
+
 def shipped_model(name: str) -> Path | None:
     """models/NAME when it is there, else None."""
     path = models_dir() / name

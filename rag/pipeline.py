@@ -97,6 +97,8 @@ def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions())
     """
     from pathlib import Path
 
+    from rag.paths import looks_like_a_path
+
     if spec in NAMED_READERS:
         return NAMED_READERS[spec](options)
     path = Path(spec)
@@ -104,14 +106,9 @@ def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions())
         for header, load in READER_FOLDERS.items():
             if (path / header).exists():
                 return load(path, options)
-    elif _looks_like_a_path(spec):
+    elif looks_like_a_path(spec):
         raise RagError(f"--reader {spec}: no such folder (a reader is a folder, a `rag train` checkpoint, 'default', rag-sequence, rag-token or a hub id)")
     return _span_reader(spec, options)
-
-
-def _looks_like_a_path(spec: str) -> bool:
-    """A hub id is 'name' or 'org/name'; anything else with a slash, or starting with . / ~, is a path."""
-    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or "\\" in spec
 
 
 def _span_reader(model, options: ReaderOptions) -> Reader:

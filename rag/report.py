@@ -45,16 +45,21 @@ def plot_accuracy(curves: dict[str, dict[int, float]], path: str | Path, title: 
     ax.set_xscale("log")
     all_ks = sorted({k for accuracy in curves.values() for k in accuracy})
     ax.set_xticks(all_ks, [str(k) for k in all_ks])
+    merged: dict[float, list[str]] = {}  # levels at the same height share one line and one label
     for name, value in (levels or {}).items():
-        ax.axhline(100 * value, linestyle="--", linewidth=1, color="grey")
+        merged.setdefault(round(100 * value, 1), []).append(name)
+    for value, names in merged.items():
+        name, value = " · ".join(names), value / 100
+        ax.axhline(100 * value, linestyle="--", linewidth=1.2, color="dimgrey")
         # x in axes fractions, y in data: the label sits at the left end of its line whatever the scale
-        ax.text(0.01, 100 * value, name, transform=ax.get_yaxis_transform(), fontsize=8, color="grey", va="bottom")
+        ax.text(0.01, 100 * value, name, transform=ax.get_yaxis_transform(), fontsize=8, color="black", va="bottom")
     ax.set_xlabel("k (passages retrieved)")
     ax.set_ylabel("top-k accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    fig.savefig(path.with_suffix(".svg"))  # the same figure as a vector file, for papers and pages
     plt.close(fig)
     return path

@@ -24,6 +24,9 @@ class Hit:
     score: float
     rank: int  # 1-based position in the result list
 
+    def to_json(self) -> dict:
+        return {"rank": self.rank, "score": self.score, "id": self.passage.id, "title": self.passage.title, "text": self.passage.text}
+
 
 @dataclass(frozen=True)
 class Span:
@@ -41,6 +44,14 @@ class Answer:
     score: float  # marginal probability p(answer | question) over the passages read, in [0, 1]
     evidence: tuple[Hit, ...] = ()  # passages that support the answer, best first
     spans: tuple[Span, ...] = ()  # where the answer sits in the evidence, when known
+
+    def to_json(self) -> dict:
+        """The answer as data: text, probability, and the evidence with the answer's character offsets in each."""
+        spans: dict[str, list[list[int]]] = {}
+        for span in self.spans:
+            spans.setdefault(span.passage_id, []).append([span.start, span.end])
+        evidence = [{**h.to_json(), "answer_spans": spans.get(h.passage.id, [])} for h in self.evidence]
+        return {"question": self.question, "answer": self.text, "probability": self.score, "evidence": evidence}
 
 
 @dataclass(frozen=True)

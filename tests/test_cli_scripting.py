@@ -52,3 +52,13 @@ def test_a_missing_local_reader_is_refused_at_once(small_index):
     t0 = time.perf_counter()
     done = rag("ask", "who wrote dracula", "--index", str(small_index.path), "--reader", "./no-such-checkpoint")
     assert done.returncode == 2 and "no such folder" in done.stderr and time.perf_counter() - t0 < 60  # no hub retries
+
+
+def test_options_that_cannot_apply_and_missing_local_encoders_are_errors(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text('{"id": "a", "title": "A", "text": "some text"}\n')
+    flat_opq = rag("index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "i"), "--kind", "flat", "--opq")
+    assert flat_opq.returncode == 2 and "--opq and --refine apply to --kind ivfpq" in flat_opq.stderr and not (tmp_path / "i").exists()
+    missing = rag("index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "j"), "--encoder", "./no-such-encoder")
+    assert missing.returncode == 2 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # nothing left behind

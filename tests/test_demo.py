@@ -99,8 +99,8 @@ def test_cli_parses_demo_options():
     from rag.cli import build_parser
     from rag.commands import cmd_demo
 
-    args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25"])
-    assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25"])
+    args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25,dense"])
+    assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25", "dense"])
     assert build_parser().parse_args(["demo"]).host == "127.0.0.1"  # localhost unless asked
     with pytest.raises(RagError, match="k must be between 1 and 20"):
         DemoConfig(k=50)
@@ -159,6 +159,27 @@ def test_api_answers_with_each_retriever(client, kind):
     assert cards(passages_html) == 3 and "Don Quixote" in passages_html
     answer = re.search(r'<div class="rag-answer-text">(.*?)</div>', answer_html).group(1)
     assert "Cervantes" in answer and f'<mark class="answer-span">{answer}</mark>' in passages_html  # the answer, marked where it was read
+
+
+def test_json_api_over_plain_http(demo):
+    """POST the question, GET the result: the answer, its probability and the passages as data."""
+    import json
+    import urllib.request
+
+    url = demo[0].rstrip("/") + "/gradio_api/call/answer"
+    request = urllib.request.Request(url, data=json.dumps({"data": ["Who wrote Dracula?", 3, "bm25"]}).encode(), headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}/{event}", timeout=120).read().decode()
+    (result,) = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+    assert result["answer"] == "Bram Stoker" and 0 < result["probability"] <= 1 and result["error"] is None
+    assert [p["rank"] for p in result["passages"]] == [1, 2, 3]
+    read = [p for p in result["passages"] if p["answer_spans"]]
+    start, end = read[0]["answer_spans"][0]
+    assert read[0]["text"][start:end] == "Bram Stoker"
+    bad = urllib.request.Request(url, data=json.dumps({"data": ["", 3, "bm25"]}).encode(), headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(bad, timeout=60).read())["event_id"]
+    (refused,) = json.loads(urllib.request.urlopen(f"{url}/{event}", timeout=60).read().decode().split("data: ", 1)[1].splitlines()[0])
+    assert refused["error"] == "Type a question first." and refused["answer"] == ""
 
 
 # The page's example questions (rag.app.EXAMPLES), answered by the shipped reader over the small index.
@@ -246,6 +267,9 @@ def test_browser_question_to_answer_with_highlighted_passage(demo):
             assert "Don Quixote" in page.locator("#passages .rag-title").all_inner_texts()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "demo.png"), full_page=True)
+            page.get_by_text("Who wrote Dracula?").click()  # an example is asked on click, not only copied into the box
+            page.wait_for_function("document.querySelector('#answer .rag-answer-text')?.innerText.includes('Bram Stoker')", timeout=30_000)
+            assert "ms, read" in page.locator("#answer .rag-answer-score").inner_text()  # retrieve / read times on the page
         finally:
             browser.close()
     assert (ARTIFACTS / "demo.png").stat().st_size > 10_000

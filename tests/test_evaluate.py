@@ -113,7 +113,11 @@ def test_cli_eval_retrieval(small_index_copy, tmp_path, capsys):
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "top-1" in stdout and "hybrid" in stdout
-    assert json.loads(out.with_name("known.json").read_text())["questions"] == 7
-    assert out.with_name("known.png").exists()
+    report = json.loads(out.with_name("known.json").read_text())
+    assert report["questions"] == 7 and report["answer_ceiling"] == 1.0
+    config = report["configuration"]  # enough to publish and reproduce the numbers
+    assert config["retrievers"] == ["dense", "bm25", "hybrid"] and config["fusion"] == "rrf" and config["ks"] == [1, 5]
+    assert config["index"] == str(small_index_copy.path.resolve()) and config["encoder"] == "default" and config["rag_version"] and config["date"]
+    assert out.with_name("known.png").exists() and out.with_name("known.svg").read_text().lstrip().startswith("<?xml")
     assert main(argv[:-4] + ["--retrievers", "dense,splade", "--out", str(out)]) == 2
     assert "splade" in capsys.readouterr().err

@@ -91,6 +91,8 @@ def test_cli_ask_and_eval_qa_use_a_trained_checkpoint(tiny_index, tmp_path, caps
     assert main(["eval", "qa", "--qa", str(qa), "--index", str(tiny_index.path), "--reader", str(out), "--read-k", "3", "--k", "1,3", "--out", str(tmp_path / "qa")]) == 0
     report = json.loads((tmp_path / "qa.json").read_text())
     assert report["questions"] == 2 and report["accuracy"]["3"] == 1.0  # both answers are in their top 3
+    assert report["configuration"]["reader"] == str(out) and report["configuration"]["read_k"] == 3 and report["answer_ceiling"] == 1.0
+    assert (tmp_path / "qa.svg").exists()
     assert main(["ask", "x", "--index", str(tiny_index.path), "--reader", str(tmp_path / "missing")]) == 2  # a user error, no traceback
 
 
