@@ -65,6 +65,7 @@ class DemoResult:
     error: str | None = None  # a message for the user; never a traceback
     seconds: float = 0.0  # retrieve + read
     retrieve_seconds: float = 0.0  # encode the question + search (the page shows both parts)
+    retriever: str = ""  # dense, bm25 or hybrid: says what the passages' scores are
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -136,7 +137,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start)
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind)
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -194,10 +195,26 @@ def render_passages(result: DemoResult) -> str:
         cards.append(
             f'<div class="{cls}"><div class="rag-card-head"><span class="rag-rank">#{hit.rank}</span> '
             f'<span class="rag-title">{html.escape(hit.passage.title)}</span>'
-            f'<span class="rag-score">retrieval score {hit.score:.3f}</span></div>'
+            f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score)}</span></div>'
             f'<div class="rag-text">{highlight(hit.passage.text, mine)}</div></div>'
         )
     return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages</div>{"".join(cards)}</div>'
+
+
+# What a card's score means, per retriever (shown as the score's tooltip).
+SCORE_MEANING = {
+    "dense": "cosine similarity of the question and passage embeddings (1 = same meaning)",
+    "bm25": "BM25 term-match score (higher = more of the question's rare words)",
+    "hybrid": "fusion of the dense and BM25 results (reciprocal-rank fusion by default: weighted 1/(60 + rank) summed over both rankings)",
+}
+
+
+def _score_label(retriever: str, score: float) -> str:
+    if retriever == "dense":
+        return f"similarity {score:.2f}"
+    if retriever == "hybrid":
+        return f"fused score {score:.4f} (dense + BM25 ranks)"
+    return f"{retriever.upper() or 'retrieval'} score {score:.2f}"
 
 
 CSS = """

@@ -134,7 +134,10 @@ def _add_index_parsers(sub) -> None:
 def _add_search_parser(sub) -> None:
     """rag search"""
     s = sub.add_parser("search", help="top-k passages for a question")
-    s.add_argument("question")
+    s.add_argument("question", nargs="?", help="the question (or --questions FILE)")
+    s.add_argument("--questions", default=None, metavar="FILE", help="search every question of FILE (a QA file, or .txt one a line, - for stdin): JSON lines, or --run")
+    s.add_argument("--run", default=None, metavar="PATH", help="with --questions: write a TREC run file (qid Q0 docid rank score tag, as pyserini)")
+    s.add_argument("--limit", type=positive_int, default=None, help="with --questions: only the first N")
     s.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
     s.add_argument("--json", action="store_true", help="print the hits as one JSON object (ids, titles, texts, scores)")
     s.add_argument("-k", type=positive_int, default=5, help="passages to print (default: %(default)s)")

@@ -85,14 +85,36 @@ def cmd_search(args) -> None:
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
-    question = _checked(args.question)
+    if (args.question is None) == (args.questions is None):
+        raise RagError("rag search: give one QUESTION, or --questions FILE")
+    questions = _question_file(args.questions, args.limit, with_ids=True) if args.questions is not None else [("1", _checked(args.question))]
     retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
+    if args.questions is not None:
+        return _search_batch(retriever, questions, args)
+    question = questions[0][1]
     hits = retriever.retrieve([question], args.k)[0]
     if args.json:
         print(json.dumps({"question": question, "retriever": args.retriever, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
         return
     for hit in hits:
         _print_hit(hit, hit.passage.text, args.width)
+
+
+def _search_batch(retriever, questions: list[tuple[str, str]], args) -> None:
+    """Many questions: a TREC run file (`--run`, pyserini's `qid Q0 docid rank score tag`), else JSON lines."""
+    lines = []
+    for start in range(0, len(questions), 256):
+        batch = questions[start : start + 256]
+        for (qid, question), hits in zip(batch, retriever.retrieve([q for _, q in batch], args.k)):
+            if args.run:
+                lines += [f"{qid} Q0 {h.passage.id.replace(' ', '_')} {h.rank} {h.score:.6f} rag-{args.retriever}" for h in hits]
+            else:
+                print(json.dumps({"id": qid, "question": question, "hits": [h.to_json() for h in hits]}, ensure_ascii=False), flush=True)
+    if args.run:
+        from rag.files import write_atomic
+
+        write_atomic(Path(args.run), "".join(line + "\n" for line in lines).encode())
+        print(f"{len(questions)} questions, {len(lines)} lines: {args.run}")
 
 
 def _print_hit(hit, text: str, width: int) -> None:
@@ -230,18 +252,19 @@ def cmd_ask(args) -> None:
         _print_hit(hit, text, args.width)  # marked first: the spans are offsets into the raw text
 
 
-def _question_file(path: str, limit: int | None) -> list[str]:
-    """Questions from a QA file (any format rag eval reads) or a plain text file, one question a line."""
+def _question_file(path: str, limit: int | None, with_ids: bool = False) -> list:
+    """Questions from a QA file (any format rag eval reads) or a plain text file, one question a line
+    (ids: the file's own, or line numbers); with_ids: (id, question) pairs."""
     from rag.qa_data import load_qa
 
     if path.endswith(".txt") or path == "-":
         lines = sys.stdin.read().splitlines() if path == "-" else _read_lines(path)
-        questions = [line.strip() for line in lines if line.strip()][: limit or None]
+        pairs = [(str(n), line.strip()) for n, line in enumerate(lines, 1) if line.strip()][: limit or None]
     else:
-        questions = [ex.question for ex in load_qa(path, limit=limit)]
-    if not questions:
+        pairs = [(ex.id, ex.question) for ex in load_qa(path, limit=limit)]
+    if not pairs:
         raise RagError(f"{path}: no questions")
-    return [_checked(q) for q in questions]
+    return [(qid, _checked(q)) if with_ids else _checked(q) for qid, q in pairs]
 
 
 def _read_lines(path: str) -> list[str]:

@@ -62,3 +62,17 @@ def test_options_that_cannot_apply_and_missing_local_encoders_are_errors(tmp_pat
     missing = rag("index", "build", "--corpus", str(corpus), "--out", str(tmp_path / "j"), "--encoder", "./no-such-encoder")
     assert missing.returncode == 2 and "no such folder" in missing.stderr and "Traceback" not in missing.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # nothing left behind
+
+
+def test_search_batches_write_a_trec_run_file(small_index, tmp_path):
+    questions = tmp_path / "q.txt"
+    questions.write_text("who wrote don quixote\nwho wrote dracula\n")
+    run = tmp_path / "dense.run"
+    done = rag("search", "--questions", str(questions), "--index", str(small_index.path), "-k", "4", "--run", str(run))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in run.read_text().splitlines()]
+    assert len(rows) == 8 and {r[0] for r in rows} == {"1", "2"} and all(r[1] == "Q0" and r[5] == "rag-dense" for r in rows)
+    assert [int(r[3]) for r in rows[:4]] == [1, 2, 3, 4] and float(rows[0][4]) >= float(rows[3][4])
+    assert rows[0][2].startswith("Don_Quixote")  # passage ids with spaces become one TREC token
+    lines = [json.loads(line) for line in rag("search", "--questions", str(questions), "--index", str(small_index.path), "-k", "2").stdout.splitlines()]
+    assert [x["id"] for x in lines] == ["1", "2"] and len(lines[1]["hits"]) == 2

@@ -71,6 +71,13 @@ def test_answers_notes_and_titles_are_escaped_on_the_page():
     assert page.count("&lt;script&gt;") == 5  # answer, note, title, passage text (marked), error
 
 
+def test_card_scores_say_what_they_are_per_retriever():
+    hit = Hit(Passage("p", "T", "text"), 0.01639, 1)
+    assert "fused score 0.0164 (dense + BM25 ranks)" in render_passages(DemoResult("q", hits=(hit,), retriever="hybrid"))
+    assert "similarity 0.02" in render_passages(DemoResult("q", hits=(hit,), retriever="dense"))
+    assert 'title="BM25 term-match' in render_passages(DemoResult("q", hits=(hit,), retriever="bm25"))
+
+
 def test_cards_highlight_only_the_passage_the_span_points_into():
     a, b = Passage("a", "A", "Miguel de Cervantes wrote it."), Passage("b", "B", "Cervantes again.")
     hits = (Hit(a, 0.9, 1), Hit(b, 0.5, 2))
