@@ -222,7 +222,9 @@ def add_to_index(
         pending = _pending_source(folder, manifest, corpus, fmt, split)
         if pending is not None:
             _store_pending(folder, manifest, pending, split, on_error, progress)
-        encoder = encoder or load_encoder(EncoderConfig(spec=manifest.encoder))
+        # New vectors in the precision the index's were made in (fp16 from a GPU build: the local default).
+        precision = manifest.precision if manifest.precision in ("fp32", "bf16", "int8") else "auto"
+        encoder = encoder or load_encoder(EncoderConfig(spec=manifest.encoder, precision=precision))
         check_encoder(manifest, encoder.spec, folder)
         with PassageStore(folder / STORE, readonly=True) as store:
             n = len(store)
