@@ -20,12 +20,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from rag.console import log
 from rag.corpus import ReadReport, SplitConfig, detect_format, read_passages
 from rag.embeddings import encode_shard, encode_store_shards, shard_paths
 from rag.encoders import Encoder, EncoderConfig, load_encoder
 from rag.files import check_not_inside, check_replaceable, folder_lock, make_scratch, publish_folder, read_json, recover_folder, remove_scratch, write_json_atomic
 from rag.index import DenseIndex, IndexConfig
-from rag.index_folder import FAISS_FILE, INDEX_KIND, MANIFEST, STORE, IndexFolder, Manifest, Source, check_encoder, commit_record, load_dense, open_index
+from rag.index_folder import FAISS_FILE, INDEX_KIND, MANIFEST, STORE, IndexFolder, Manifest, Source, check_encoder, commit_record, open_index
 from rag.sharded import SHARD_DIR, ShardedIndex
 from rag.store import PassageStore
 from rag.types import Passage, RagError
@@ -65,16 +66,16 @@ def build_index(
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
     _check_build_output(config, out)
-    if encode_shards is None and encoder is None:
-        encoder = load_encoder(config.encoder)  # before anything is written: a bad --encoder leaves nothing behind
     state = _build_state(config)
     if partial.exists() and read_json(partial / BUILD_STATE) != state:
-        _log(f"discarding an unfinished build in {partial}: it was started with other arguments", progress)
+        log(f"discarding an unfinished build in {partial}: it was started with other arguments", progress)
         remove_scratch(partial, INDEX_KIND)
-    if not partial.exists():
-        make_scratch(partial)
-        write_json_atomic(partial / BUILD_STATE, state)
     if not (partial / MANIFEST).exists():  # else: a finished build killed before its swap, published below
+        if encode_shards is None and encoder is None:
+            encoder = load_encoder(config.encoder)  # before anything is written: a bad --encoder leaves nothing behind
+        if not partial.exists():
+            make_scratch(partial)
+            write_json_atomic(partial / BUILD_STATE, state)
         try:
             source = _ingest(config, partial, progress)
         except RagError:  # a bad corpus: nothing worth keeping was made
@@ -108,13 +109,11 @@ def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder:
     shard_dir = partial / "shards"
     if encode_shards is not None:
         encode_shards(partial / STORE, shard_dir, config.shard_size, config.encoder)
-        encoder_info = load_encoder_info(config.encoder, encoder)
     else:
-        encoder = encoder or load_encoder(config.encoder)
-        encoder_info = load_encoder_info(config.encoder, encoder)
         encode_store_shards(partial / STORE, shard_dir, config.shard_size, encoder, progress=progress)
+    encoder_info = load_encoder_info(config.encoder, encoder)  # the Ray backend's encoder lives in its workers: loaded here for its dim
     embedding_files = shard_paths(shard_dir, n, config.shard_size)
-    _log(f"building a {config.index.kind} index over {n} vectors" + (f" in {config.index_shards} shards" if config.index_shards > 1 else ""), progress)
+    log(f"building a {config.index.kind} index over {n} vectors" + (f" in {config.index_shards} shards" if config.index_shards > 1 else ""), progress)
     if config.index_shards > 1:
         dense = ShardedIndex.build_from_files(embedding_files, config.index, config.index_shards)
         dense.save(partial / SHARD_DIR)
@@ -183,7 +182,7 @@ def _append_corpus(store_path: Path, corpus: str, fmt: str, split: SplitConfig, 
     with PassageStore(store_path) as store:
         passages = tqdm(read_passages(corpus, fmt, split, on_error, report, stored=store.has), desc="reading corpus", unit=" passages", disable=not progress, file=sys.stderr)
         store.add(hashed(passages))
-    _log(report.summary(), progress)
+    log(report.summary(), progress)
     return {
         "source": str(corpus),
         "format": detect_format(corpus) if fmt == "auto" else fmt,
@@ -214,11 +213,10 @@ def add_to_index(
     rewritten as the commit. A killed add is finished by rerunning it, with or without the corpus.
     """
     folder = Path(path)
-    committed = open_index(folder)  # checked: an add never builds on a damaged index
-    committed.store.close()
+    Manifest.read(folder)  # a clear error for a folder that is not an index, before the lock file is made in it
     with folder_lock(folder, f"rag index add --index {folder}"):
-        manifest = Manifest.read(folder)  # again, under the lock: what another add may have committed
-        dense = load_dense(folder, manifest)
+        committed = open_index(folder)  # under the lock, checked: an add never builds on a damaged index
+        manifest, dense = committed.manifest, committed.dense
         pending = _pending_source(folder, manifest, corpus, fmt, split)
         if pending is not None:
             _store_pending(folder, manifest, pending, split, on_error, progress)
@@ -229,7 +227,7 @@ def add_to_index(
         with PassageStore(folder / STORE, readonly=True) as store:
             n = len(store)
             if n == len(dense) and pending is None:
-                return open_index(folder)  # nothing to add
+                return committed  # nothing to add
             if n > len(dense):
                 from tqdm import tqdm
 
@@ -240,9 +238,10 @@ def add_to_index(
             for source in manifest.sources:
                 source.pending = False
             commit_record(folder, manifest, store, dense).write(folder)  # the commit
+        committed.store.close()
         for old in superseded:
             old.unlink(missing_ok=True)
-    return open_index(folder)
+    return IndexFolder(folder, manifest, PassageStore(folder / STORE, readonly=True, rows=n), dense)  # what was just committed, not read back
 
 
 def _pending_source(folder: Path, manifest: Manifest, corpus: str | None, fmt: str, split: SplitConfig = SplitConfig()) -> Source | None:
@@ -318,8 +317,3 @@ def _save_next_generation(folder: Path, manifest: Manifest, dense) -> list[Path]
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _log(msg: str, enabled: bool) -> None:
-    if enabled:
-        print(msg, file=sys.stderr)

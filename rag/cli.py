@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from rag import commands
-from rag.console import ks_list, positive_int, printable, quiet_libraries
+from rag.console import positive_int, printable, quiet_libraries
 from rag.index import KINDS, REFINES
 from rag.paths import checkpoints_dir, default_index
 from rag.precision import PRECISIONS, set_threads
@@ -14,6 +14,16 @@ from rag.retrieve import FUSIONS, RETRIEVERS
 from rag.types import RagError
 
 DEFAULT_INDEX = str(default_index())
+
+def ks_list(text: str) -> tuple[int, ...]:
+    """argparse type for eval's --k: '1,5,20,100', checked before any model is loaded."""
+    from rag.evaluate import parse_ks
+
+    try:
+        return parse_ks(text)
+    except RagError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of 1 or more like 1,5,20,100, not {text!r}") from None
+
 
 def _add_corpus_args(p: argparse.ArgumentParser, required: bool) -> None:
     from rag.corpus import FORMATS

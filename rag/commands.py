@@ -85,9 +85,7 @@ def cmd_search(args) -> None:
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
-    if (args.question is None) == (args.questions is None):
-        raise RagError("rag search: give one QUESTION, or --questions FILE")
-    questions = _question_file(args.questions, args.limit, with_ids=True) if args.questions is not None else [("1", _checked(args.question))]
+    questions = _asked(args, "search")
     retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
     if args.questions is not None:
         return _search_batch(retriever, questions, args)
@@ -123,10 +121,9 @@ def _print_hit(hit, text: str, width: int) -> None:
     print(f"     {_clip(printable(text), width)}")
 
 
-def _eval_out(args, command: str) -> Path:
-    if args.out:
-        return Path(args.out)
-    return Path("eval/out") / f"{command}-{Path(args.qa).name.split('.')[0]}"
+def _eval_out(out: str | None, command: str, source: str) -> Path:
+    """--out, else eval/out/COMMAND-<name of the question file>."""
+    return Path(out) if out else Path("eval/out") / f"{command}-{Path(source).name.split('.')[0]}"
 
 
 def cmd_eval_retrieval(args) -> None:
@@ -151,22 +148,20 @@ def cmd_eval_retrieval(args) -> None:
 
 def cmd_eval_qa(args) -> None:
     from rag.evaluate import evaluate_qa
-    from rag.index_folder import open_index
     from rag.pipeline import load_pipeline
     from rag.qa_data import load_qa
 
     pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
     examples = load_qa(args.qa, args.qa_format, args.limit)
     report = evaluate_qa(pipeline, examples, args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
-    index = open_index(args.index)
-    configuration = _eval_configuration(args, index, retrievers=[args.retriever], reader=args.reader, read_k=args.read_k, precision=args.precision)
-    _write_eval(replace(report, configuration=configuration, ceiling=_ceiling(index, examples)), args, "qa")
+    configuration = _eval_configuration(args, pipeline.index, retrievers=[args.retriever], reader=args.reader, read_k=args.read_k, precision=args.precision)
+    _write_eval(replace(report, configuration=configuration, ceiling=_ceiling(pipeline.index, examples)), args, "qa")
 
 
 def _write_eval(report, args, command: str) -> None:
     """The table on stdout; per-question JSON (with the whole configuration) and the plot (PNG and SVG) beside each other."""
     print(report.table())
-    out = _eval_out(args, command)
+    out = _eval_out(args.out, command, args.qa)
     print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
     shown = {k: ", ".join(v) if isinstance(v, list) else v for k, v in report.configuration.items() if k in ("retrievers", "fusion", "reader", "read_k") and v is not None}
     legend = " · ".join(f"{k} {v}" for k, v in shown.items())
@@ -202,8 +197,8 @@ def cmd_eval_reader(args) -> None:
     reader = load_reader(args.reader, ReaderOptions(device=args.device, precision=args.precision))
     report = evaluate_reader(reader, args.squad, args.limit, name=args.reader)
     print(report.table())
-    out = Path(args.out) if args.out else Path("eval/out") / f"reader-{Path(args.squad).name.split('.')[0]}.json"
-    print(f"per-question results: {report.write_json(out)}")
+    out = _eval_out(args.out, "reader", args.squad)
+    print(f"per-question results: {report.write_json(out if args.out else out.with_suffix('.json'))}")
 
 
 def _checked(question: str) -> str:
@@ -218,9 +213,7 @@ def _checked(question: str) -> str:
 def cmd_ask(args) -> None:
     from rag.pipeline import load_pipeline
 
-    if (args.question is None) == (args.questions is None):
-        raise RagError("rag ask: give one QUESTION, or --questions FILE (a QA file rag eval reads, or one question a line)")
-    questions = [_checked(args.question)] if args.question is not None else _question_file(args.questions, args.limit)
+    questions = [question for _, question in _asked(args, "ask")]
     started = time.perf_counter()
     pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
     loaded = time.perf_counter()
@@ -252,9 +245,16 @@ def cmd_ask(args) -> None:
         _print_hit(hit, text, args.width)  # marked first: the spans are offsets into the raw text
 
 
-def _question_file(path: str, limit: int | None, with_ids: bool = False) -> list:
-    """Questions from a QA file (any format rag eval reads) or a plain text file, one question a line
-    (ids: the file's own, or line numbers); with_ids: (id, question) pairs."""
+def _asked(args, command: str) -> list[tuple[str, str]]:
+    """(id, question) pairs: the one QUESTION (id "1"), or every question of --questions FILE."""
+    if (args.question is None) == (args.questions is None):
+        raise RagError(f"rag {command}: give one QUESTION, or --questions FILE (a QA file rag eval reads, or one question a line)")
+    return [("1", _checked(args.question))] if args.question is not None else _question_file(args.questions, args.limit)
+
+
+def _question_file(path: str, limit: int | None) -> list[tuple[str, str]]:
+    """(id, question) pairs from a QA file (any format rag eval reads, its own ids) or a plain text
+    file, one question a line (line numbers as ids)."""
     from rag.qa_data import load_qa
 
     if path.endswith(".txt") or path == "-":
@@ -264,7 +264,7 @@ def _question_file(path: str, limit: int | None, with_ids: bool = False) -> list
         pairs = [(ex.id, ex.question) for ex in load_qa(path, limit=limit)]
     if not pairs:
         raise RagError(f"{path}: no questions")
-    return [(qid, _checked(q)) if with_ids else _checked(q) for qid, q in pairs]
+    return [(qid, _checked(q)) for qid, q in pairs]
 
 
 def _read_lines(path: str) -> list[str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 
-from rag.types import RagError
-
 # Terminal control sequences: CSI (ESC [ ... or the one-byte 0x9b), OSC (ESC ] ... BEL or ESC \), and
 # any other ESC + one character. Removed whole, so no "[2J" is left behind from "\x1b[2J".
 _ESCAPE = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?|\x1b.?")
@@ -37,14 +35,12 @@ def positive_int(text: str) -> int:
     return value
 
 
-def ks_list(text: str) -> tuple[int, ...]:
-    """argparse type for eval's --k: '1,5,20,100', checked before any model is loaded."""
-    from rag.evaluate import parse_ks
+def log(message: str, enabled: bool = True) -> None:
+    """A progress or status line on stderr (stdout stays for results), unless `enabled` is False."""
+    import sys
 
-    try:
-        return parse_ks(text)
-    except RagError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of 1 or more like 1,5,20,100, not {text!r}") from None
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
 
 
 def quiet_libraries() -> None:

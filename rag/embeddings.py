@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from rag.console import log
 from rag.encoders import Encoder, passage_text
 from rag.files import save_npy_atomic
 from rag.store import PassageStore
@@ -47,7 +48,7 @@ def encode_store_shards(store_path: Path, shard_dir: Path, shard_size: int, enco
         paths = shard_paths(shard_dir, n, shard_size)
         done = sum(min(shard_size, n - i * shard_size) for i, p in enumerate(paths) if p.exists())
         if done:
-            _log(f"resuming: {done} of {n} passages already encoded", progress)
+            log(f"resuming: {done} of {n} passages already encoded", progress)
         with tqdm(total=n, initial=done, desc="encoding passages", unit=" passages", disable=not progress, file=sys.stderr) as bar:
             for i, path in enumerate(paths):
                 if path.exists():
@@ -55,8 +56,3 @@ def encode_store_shards(store_path: Path, shard_dir: Path, shard_size: int, enco
                 start, stop = i * shard_size, min(n, (i + 1) * shard_size)
                 vectors = encode_shard(store, encoder, start, stop, on_batch=bar.update)
                 save_npy_atomic(path, vectors)
-
-
-def _log(msg: str, enabled: bool) -> None:
-    if enabled:
-        print(msg, file=sys.stderr)

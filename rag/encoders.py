@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.paths import looks_like_a_path
-from rag.precision import autocast_dtype
+from rag.precision import autocast, autocast_dtype
 from rag.types import Passage, RagError
 
 DEFAULT_ENCODER = "default"
@@ -88,7 +88,7 @@ class SentenceTransformerEncoder:
     def _encode(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        with _autocast(self.device, self.dtype):
+        with autocast(self.device, self.dtype):
             vecs = self.model.encode(texts, batch_size=self.config.batch_size, convert_to_tensor=True, normalize_embeddings=True, show_progress_bar=False)
         return np.ascontiguousarray(vecs.float().cpu().numpy(), dtype=np.float32)
 
@@ -131,7 +131,7 @@ class DPREncoder:
     def _run(self, model, tokenizer, first: list[str], second: list[str] | None) -> np.ndarray:
         out = []
         bs = self.config.batch_size
-        with self._torch.inference_mode(), _autocast(self.device, self.dtype):
+        with self._torch.inference_mode(), autocast(self.device, self.dtype):
             for i in range(0, len(first), bs):
                 batch = tokenizer(first[i : i + bs], second[i : i + bs] if second else None, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt").to(self.device)
                 out.append(model(**batch).pooler_output.float().cpu().numpy())
@@ -143,13 +143,6 @@ class DPREncoder:
     def encode_passages(self, passages: list[Passage]) -> np.ndarray:
         # DPR encodes "title [SEP] text" as a sentence pair.
         return self._run(self.ctx_model, self.ctx_tokenizer, [p.title for p in passages], [p.text for p in passages])
-
-
-def _autocast(device: str, dtype):
-    """bf16 autocast where chosen: matmuls in bf16, norms and softmax in fp32 (cosine to fp32 >= 0.9999 on MiniLM)."""
-    import torch
-
-    return torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:

@@ -67,6 +67,7 @@ class Pipeline:
     retriever: Retriever
     reader: Reader
     k: int = 10
+    index: object = None  # the rag.index_folder.IndexFolder retrieved from, when load_pipeline made it (for reports)
 
     def __post_init__(self):
         check_k(self.k)
@@ -178,4 +179,4 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
         encoder = load_query_encoder(reader, folder, device)
     elif retriever != "bm25":  # the index's encoder, at the precision asked for (queries: auto = bf16 where fast)
         encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
-    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, ReaderOptions(device, generator, precision)), k)
+    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, ReaderOptions(device, generator, precision)), k, folder)

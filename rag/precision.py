@@ -24,6 +24,13 @@ def autocast_dtype(precision: str, device: str):
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
+def autocast(device: str, dtype):
+    """torch.autocast in `dtype` on `device` (matmuls in bf16, norms and softmax in fp32); a no-op when dtype is None."""
+    import torch
+
+    return torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def set_threads(threads: int | None) -> int:
     """One thread count for torch's intra-op pool and FAISS's OpenMP pool, so they never ask for more
     cores than there are (seen: query encoding 3x slower while FAISS searched with its own pool).

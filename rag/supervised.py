@@ -9,7 +9,6 @@ with other settings is refused; a folder that is not such a checkpoint is never 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from rag.console import log
 from rag.files import ArtifactKind, check_replaceable, fresh_scratch, publish_folder, read_versioned_json, recover_folder
 from rag.types import RagError
 
@@ -47,7 +47,7 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
     max_steps, save_every, precision and out; resumes `config.out` when it holds this run's checkpoint."""
     import torch
 
-    from rag.precision import autocast_dtype
+    from rag.precision import autocast, autocast_dtype
 
     out = Path(config.out).resolve()  # "." has no name to put ".partial" after
     recover_folder(out, kind)
@@ -71,7 +71,7 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
     started = time.monotonic() - elapsed
     save = lambda: _save(out, config, kind, weights, trainee, optimizer, schedule, step, total, losses, time.monotonic() - started)  # noqa: E731
     while step < total:
-        with torch.autocast(device_type=trainee.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(trainee.device, dtype):
             loss = trainee.loss(batches[step])
         optimizer.zero_grad()
         loss.float().backward()
@@ -117,9 +117,3 @@ def _save(out: Path, config, kind: ArtifactKind, weights: str, trainee: Trainee,
     (partial / RUN_FILE).write_text(json.dumps({"format": kind.format, "config": asdict(config), "step": step, "total_steps": total,
                                                 "seconds": round(seconds, 1), "loss_last_200": float(np.mean(losses[-200:]))}, indent=2))
     publish_folder(partial, out, kind)
-
-
-def log(message: str, enabled: bool = True) -> None:
-    if enabled:
-        print(message, file=sys.stderr, flush=True)
-

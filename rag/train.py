@@ -28,7 +28,7 @@ from rag.files import check_replaceable, fresh_scratch, publish_folder, recover_
 from rag.index_folder import IndexFolder, open_index
 from rag.paths import checkpoints_dir, default_index
 from rag.pipeline import Reader
-from rag.precision import autocast_dtype
+from rag.precision import autocast, autocast_dtype
 from rag.types import Passage, QAExample, RagError
 
 # May differ on resume (more epochs continue the same order); every other setting must match.
@@ -207,7 +207,7 @@ def _log_likelihoods(questions: list[QAExample], q, rows: np.ndarray, folder: In
             d = passage_encoder.embed([passage_text(p) for p in passages])
         else:
             d = torch.as_tensor(vectors[row_list], device=q.device)
-        with torch.autocast(reader.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(reader.device, dtype):
             ll = reader.answer_log_likelihood(example.question, passages, (d @ q[b]).float(), example.answers)
         if ll is not None and torch.isfinite(ll):
             found.append(ll)

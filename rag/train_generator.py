@@ -13,8 +13,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.console import log
 from rag.files import ArtifactKind, check_replaceable
-from rag.supervised import RUN_FILE, fit, log
+from rag.supervised import RUN_FILE, fit
 from rag.train_reader import SquadQuestion, epoch_batches, load_squad
 from rag.types import Passage, RagError
 

@@ -21,8 +21,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag.console import log
 from rag.files import ArtifactKind, check_replaceable, fresh_scratch, publish_folder
-from rag.supervised import RUN_FILE, fit, log
+from rag.supervised import RUN_FILE, fit
 from rag.types import RagError
 
 READER_RUN_KIND = ArtifactKind("a reader-training checkpoint", RUN_FILE, "rag-reader-training v1")
