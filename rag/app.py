@@ -34,6 +34,7 @@ EXAMPLES = (
 class DemoConfig:
     index: str = field(default_factory=lambda: str(default_index()))
     reader: str = "default"  # anything rag.pipeline.load_reader takes: "default", a checkpoint path, a hub id
+    generators: bool = True  # also offer RAG-Sequence and RAG-Token with the shipped generator (models/generator), when it is there
     retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
     k: int = 5  # passages per question, the slider's start value
     max_k: int = 20
@@ -51,6 +52,7 @@ class DemoModels:
     """What the demo loaded at start: one Pipeline per retriever kind, or why nothing could be loaded."""
 
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    readers: dict[str, object] = field(default_factory=dict)  # label -> rag.pipeline.Reader; the first is the pipelines' own
     about: str = ""  # which index and reader, shown under the title
     problem: str | None = None  # e.g. no index yet: shown on the page instead of a crash
     fix: str | None = None  # the command that fixes the problem
@@ -66,6 +68,7 @@ class DemoResult:
     seconds: float = 0.0  # retrieve + read
     retrieve_seconds: float = 0.0  # encode the question + search (the page shows both parts)
     retriever: str = ""  # dense, bm25 or hybrid: says what the passages' scores are
+    reader: str = ""  # the reader's label
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -106,28 +109,49 @@ def load_models(config: DemoConfig) -> DemoModels:
         retrievers["bm25"] = load_retriever(index, "bm25")  # loaded once: hybrid fuses these same two retrievers
         retrievers["hybrid"] = HybridRetriever(dense.retriever, retrievers["bm25"])
     pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
-    about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Reader `{config.reader}`."
+    readers = {SPAN_READER if config.reader == "default" else config.reader: dense.reader, **(_shipped_generators(config) if config.generators else {})}
+    about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Readers: {', '.join(f'`{r}`' for r in readers)}."
     if getattr(dense.reader, "trained", True) is False:
         about += " The reader is **untrained**: its answers are random spans, not predictions (train one with `rag train reader`)."
-    return DemoModels(pipelines, about)
+    return DemoModels(pipelines, readers, about)
+
+
+SPAN_READER = "span reader"
+
+
+def _shipped_generators(config: DemoConfig) -> dict:
+    """RAG-Sequence and RAG-Token over the shipped generator, one model in memory for both; none when it is not installed."""
+    from dataclasses import replace
+
+    from rag.generate import RagGenerator, load_generator
+    from rag.paths import SHIPPED_GENERATOR, shipped_model
+
+    folder = shipped_model(SHIPPED_GENERATOR)
+    if folder is None:
+        return {}
+    sequence = load_generator(folder, device=config.device, variant="sequence")
+    return {"RAG-Sequence": sequence, "RAG-Token": RagGenerator.from_model(replace(sequence.config, variant="token"), sequence.tokenizer, sequence.model)}
 
 
 # --- answering -------------------------------------------------------------------------------
 
 
-def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResult:
-    """One question through the chosen pipeline: retrieve the top k passages, read them, answer."""
+def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str | None = None) -> DemoResult:
+    """One question through the chosen retriever and reader (None: the first): retrieve the top k passages, read them, answer."""
     if models.problem:
         return DemoResult(question or "", error=f"{models.problem}\nBuild one with: {models.fix}" if models.fix else models.problem)
     try:
         checked = check_question(question)
         if kind not in models.pipelines:
             raise RagError(f"Retriever {kind!r} is not loaded; choose from {', '.join(models.pipelines)}.")
+        reader = reader or next(iter(models.readers), "")
+        if reader not in models.readers:
+            raise RagError(f"Reader {reader!r} is not loaded; choose from {', '.join(models.readers)}.")
         pipeline = models.pipelines[kind]
         start = time.perf_counter()
         hits = pipeline.retriever.retrieve([checked.text], int(k))[0]
         retrieved = time.perf_counter()
-        answer = pipeline.reader.read([checked.text], [hits])[0] if hits else None
+        answer = models.readers[reader].read([checked.text], [hits])[0] if hits else None
         seconds = time.perf_counter() - start
     except RagError as e:
         return DemoResult(question or "", error=str(e))
@@ -137,7 +161,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind)
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind, reader=reader)
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -145,12 +169,12 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int) -> DemoResu
 
 def result_json(result: DemoResult) -> dict:
     """What the JSON API returns for one question."""
-    base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds}
+    base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds, "retriever": result.retriever, "reader": result.reader}
     if result.answer is None:
         return {**base, "answer": "", "probability": 0.0, "passages": [h.to_json() for h in result.hits]}
     data = result.answer.to_json()
-    read = {e["id"]: e["answer_spans"] for e in data["evidence"]}
-    passages = [{**h.to_json(), "answer_spans": read.get(h.passage.id, [])} for h in result.hits]  # retrieval order
+    read = {e["id"]: {k: v for k, v in e.items() if k in ("answer_spans", "p_passage", "contribution")} for e in data["evidence"]}
+    passages = [{**h.to_json(), "answer_spans": [], **read.get(h.passage.id, {})} for h in result.hits]  # retrieval order
     return {**base, "answer": data["answer"], "probability": data["probability"], "passages": passages}
 
 
@@ -188,14 +212,18 @@ def render_passages(result: DemoResult) -> str:
     if not result.hits:
         return ""
     spans = list(result.answer.spans) if result.answer else []
+    weights = {w.passage_id: w for w in result.answer.weights} if result.answer else {}
     cards = []
     for hit in result.hits:
         mine = [s for s in spans if s.passage_id == hit.passage.id]
+        weight = weights.get(hit.passage.id)
+        share = (f'<span class="rag-weight" title="p(z|q): how likely retrieval makes this passage; share: p(z|q,answer), its part of the answer\'s probability">'
+                 f'p(z|q) {weight.prior:.2f} · share {weight.contribution:.2f}</span>') if weight else ""
         cls = "rag-card has-answer" if mine else "rag-card"
         cards.append(
             f'<div class="{cls}"><div class="rag-card-head"><span class="rag-rank">#{hit.rank}</span> '
             f'<span class="rag-title">{html.escape(hit.passage.title)}</span>'
-            f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score)}</span></div>'
+            f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score)}</span>{share}</div>'
             f'<div class="rag-text">{highlight(hit.passage.text, mine)}</div></div>'
         )
     return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages</div>{"".join(cards)}</div>'
@@ -229,7 +257,7 @@ CSS = """
 .rag-card.has-answer { border-color: #bf8700; }
 .rag-card-head { display: flex; gap: 8px; align-items: baseline; margin-bottom: 4px; }
 .rag-title { font-weight: 600; flex: 1; }
-.rag-rank, .rag-score { font-size: 0.85em; opacity: 0.7; }
+.rag-rank, .rag-score, .rag-weight { font-size: 0.85em; opacity: 0.7; }
 mark.answer-span { background: #ffe58f; color: inherit; padding: 0 2px; border-radius: 3px; }
 """
 
@@ -242,10 +270,11 @@ def build_app(models: DemoModels, config: DemoConfig):
     import gradio as gr
 
     kinds = list(models.pipelines) or list(config.retrievers)
+    reader_labels = list(models.readers) or [config.reader]
     ready = models.problem is None
 
-    def on_ask(question: str, kind: str, k: float) -> tuple[str, str]:
-        result = ask(models, question, kind, int(k))  # Gradio refuses a k outside the slider's range
+    def on_ask(question: str, kind: str, k: float, reader: str) -> tuple[str, str]:
+        result = ask(models, question, kind, int(k), reader)  # Gradio refuses a k outside the slider's range
         return render_answer(result), render_passages(result)
 
     with gr.Blocks(title="rag: ask Wikipedia", analytics_enabled=False) as app:
@@ -261,19 +290,20 @@ def build_app(models: DemoModels, config: DemoConfig):
         with gr.Row():
             kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
             k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
+            reader = gr.Radio(reader_labels, value=reader_labels[0], label="Reader", elem_id="reader", interactive=ready)
         examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")
         passages = gr.HTML(elem_id="passages")
-        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
+        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k, reader], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
 
-        def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0]) -> dict:
+        def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
             """JSON API (POST /gradio_api/call/answer, or gradio_client's predict(..., api_name="/answer")):
             the answer, its probability and the passages read, as data; "error" when it could not answer."""
-            return result_json(ask(models, question, retriever, int(k)))
+            return result_json(ask(models, question, retriever, int(k), reader))
 
         gr.api(answer_as_data, api_name="answer", concurrency_id="pipeline")
         # A click on an example fills the box, then asks it with the chosen retriever and k.
-        examples.load_input_event.then(on_ask, inputs=[question, kind, k], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
+        examples.load_input_event.then(on_ask, inputs=[question, kind, k, reader], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
     # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).
     app.queue(default_concurrency_limit=1)
     return app

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from rag import commands
@@ -37,13 +38,16 @@ def _add_corpus_args(p: argparse.ArgumentParser, required: bool) -> None:
 def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", default="rrf", choices=FUSIONS, help="hybrid: reciprocal-rank fusion or linear mix of normalized scores")
     p.add_argument("--dense-weight", type=float, default=0.5, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
+    p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-score the retriever's top N passages with a cross-encoder and keep the best k (0: off)")
+    p.add_argument("--reranker", default="reader", help="with --rerank: 'reader' (the shipped span reader's passage-selection head) or a span-reader folder (default: %(default)s)")
+    p.add_argument("--rerank-weight", type=float, default=None, help="with --rerank: order by W x retrieval score + reranker logit (default: the reader's score scale, 20; 0: the reranker alone)")
 
 
 def _add_reader_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reader", default="default", help="'default' (the shipped span reader, models/reader), "
                    "a checkpoint or reader folder, a hub QA checkpoint id, or rag-sequence / rag-token")
     p.add_argument("--precision", default="auto", choices=PRECISIONS, help="span reader precision: auto = bf16 where the CPU/GPU runs it fast (default: %(default)s)")
-    p.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token: hub id or path (default: facebook/rag-<variant>-nq)")
+    p.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token: a generator folder, hub id or path (default: the shipped models/generator; facebook/rag-<variant>-nq where it is missing)")
     p.add_argument("--retriever", default="dense", choices=RETRIEVERS, help="(default: %(default)s)")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     _add_retriever_args(p)
@@ -62,13 +66,19 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_supervised_args(p: argparse.ArgumentParser, C, trained: str) -> None:
-    """Options every SQuAD training command shares (rag.supervised.fit's settings)."""
+    """Options every SQuAD training command shares."""
     p.add_argument("--squad", required=True, help="SQuAD v1.1 JSON or .json.gz with answer offsets")
+    _add_fit_args(p, C, trained)
+
+
+def _add_fit_args(p: argparse.ArgumentParser, C, trained: str) -> None:
+    """Options of every command that trains with rag.supervised.fit (its settings, with defaults from the config class C)."""
     p.add_argument("--out", required=True, help=f"checkpoint folder; rerunning with the same settings resumes it; OUT/{trained} is the result")
     p.add_argument("--batch-size", type=positive_int, default=C.batch_size, help="examples per optimizer step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=C.lr, help="peak learning rate, linear warmup and decay (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=C.epochs, help="passes over the examples; fractions allowed (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=C.max_steps, help="stop after N optimizer steps (0: no limit)")
+    p.add_argument("--max-minutes", type=float, default=C.max_minutes, help="save and stop after this long; the same command continues (0: no limit)")
     p.add_argument("--limit", type=int, default=C.limit, help="only the first N questions (0: all)")
     p.add_argument("--save-every", type=positive_int, default=C.save_every, help="steps between checkpoints (default: %(default)s)")
     p.add_argument("--precision", default=C.precision, choices=PRECISIONS, help="autocast: auto = bf16 where the CPU/GPU supports it (default: %(default)s)")
@@ -91,6 +101,7 @@ def _add_train_squad_parsers(sub) -> None:
     g = sub.add_parser("generator", help="train the RAG generator (BERT-to-BERT from offline MiniLM weights) on SQuAD: passage + question -> answer")
     _add_supervised_args(g, G, "generator")
     g.add_argument("--encoder-from", default=G.encoder_from, help="'reader' (the shipped span reader), 'minilm' or a BERT folder (default: %(default)s)")
+    g.add_argument("--start-from", default=G.start_from, help="a generator folder to continue training (default: warm-start a new one from --encoder-from)")
     g.add_argument("--window-words", type=int, default=G.window_words, help="paragraph words around the answer per example (default: %(default)s)")
     g.set_defaults(func=commands.cmd_train_generator)
 
@@ -100,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="rag", description="Open-domain question answering over your own Wikipedia.")
     parser.add_argument("--version", action="version", version=f"rag {__version__}")
-    parser.add_argument("--verbose", action="store_true", help="show the model libraries' own messages (load reports, download bars)")
+    talk = parser.add_mutually_exclusive_group()
+    talk.add_argument("--verbose", action="store_true", help="show the model libraries' own messages (load reports, download bars)")
+    talk.add_argument("--quiet", action="store_true", help="nothing on stderr but errors: no progress bars, status lines or warnings")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch and FAISS together (default: the cores this process may use)")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_index_parsers, _add_search_parser, _add_eval_parsers, _add_ask_parser, _add_train_parser, _add_export_parser, _add_demo_parser):
@@ -224,7 +237,22 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     t.add_argument("--fresh", action="store_true", help="start from step 0 although --out holds a checkpoint (a resume must use the same settings)")
     t.set_defaults(func=commands.cmd_train)
-    _add_train_squad_parsers(t.add_subparsers(dest="train_command", required=False, metavar="reader|generator"))
+    subs = t.add_subparsers(dest="train_command", required=False, metavar="reader|generator|reranker")
+    _add_train_squad_parsers(subs)
+    _add_train_reranker_parser(subs)
+
+
+def _add_train_reranker_parser(sub) -> None:
+    """rag train reranker: the selection head on retrieved passages (DPR's reader loss), for --rerank."""
+    from rag.train_reranker import RerankerTrainConfig as C
+
+    r = sub.add_parser("reranker", help="train a cross-encoder reranker (the span reader's selection head) on passages retrieved for question/answer pairs")
+    r.add_argument("--questions", required=True, help="question/answer file(s), comma-separated (DPR .tsv topics, WebQuestions .json, NQ-open .jsonl ...)")
+    r.add_argument("--index", default=DEFAULT_INDEX, help="index to retrieve positives and negatives from (default: %(default)s)")
+    r.add_argument("--depth", type=positive_int, default=C.depth, help="passages retrieved per question (default: %(default)s)")
+    r.add_argument("--negatives", type=positive_int, default=C.negatives, help="negatives beside each positive (default: %(default)s)")
+    _add_fit_args(r, C, "reranker")  # --out, --batch-size (questions per step), --lr, --limit (per file) ...
+    r.set_defaults(func=commands.cmd_train_reranker)
 
 
 def _add_export_parser(sub) -> None:
@@ -249,13 +277,22 @@ def _add_demo_parser(sub) -> None:
     d.set_defaults(func=commands.cmd_demo)
 
 
+def _silenced_stderr():
+    """--quiet: what the command writes to sys.stderr (bars, status lines, warnings) goes nowhere; main's
+    error line is printed after the command has left this block, so errors still show."""
+    import os
+
+    return contextlib.redirect_stderr(open(os.devnull, "w"))  # the file closes with the process
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.verbose:
         quiet_libraries()
     try:
         set_threads(args.threads)
-        args.func(args)
+        with _silenced_stderr() if args.quiet else contextlib.nullcontext():
+            args.func(args)
     except BrokenPipeError:  # `rag ... | head`: the reader left; not an error worth a traceback
         import os
 

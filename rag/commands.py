@@ -81,12 +81,29 @@ def _hybrid_config(args):
     return HybridConfig(fusion=args.fusion, dense_weight=args.dense_weight)
 
 
+def _rerank_config(args):
+    """--rerank N [--reranker R] as a rag.rerank.RerankConfig, or None when off."""
+    from rag.rerank import RerankConfig
+
+    if args.rerank < 0:
+        raise RagError(f"--rerank must be 0 (off) or more, not {args.rerank}")
+    return RerankConfig(depth=args.rerank, reranker=args.reranker, retrieval_weight=args.rerank_weight, device=getattr(args, "device", None)) if args.rerank else None
+
+
+def _maybe_reranked(retriever, args):
+    from rag.pipeline import load_reranker
+    from rag.rerank import load_reranking
+
+    config = _rerank_config(args)
+    return load_reranking(retriever, config, load_reranker(config)) if config else retriever
+
+
 def cmd_search(args) -> None:
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
     questions = _asked(args, "search")
-    retriever = load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args))
+    retriever = _maybe_reranked(load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args)), args)
     if args.questions is not None:
         return _search_batch(retriever, questions, args)
     question = questions[0][1]
@@ -141,6 +158,9 @@ def cmd_eval_retrieval(args) -> None:
     index = open_index(args.index)
     encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
     retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
+    if args.rerank:  # each retriever with and without reranking, side by side
+        retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args) for kind in kinds}
+        kinds = list(retrievers)
     report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
     report = replace(report, configuration=_eval_configuration(args, index, retrievers=kinds), ceiling=_ceiling(index, examples))
     _write_eval(report, args, "retrieval")
@@ -151,7 +171,7 @@ def cmd_eval_qa(args) -> None:
     from rag.pipeline import load_pipeline
     from rag.qa_data import load_qa
 
-    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
     examples = load_qa(args.qa, args.qa_format, args.limit)
     report = evaluate_qa(pipeline, examples, args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
     configuration = _eval_configuration(args, pipeline.index, retrievers=[args.retriever], reader=args.reader, read_k=args.read_k, precision=args.precision)
@@ -178,7 +198,8 @@ def _eval_configuration(args, index, **extra) -> dict:
         "qa": str(Path(args.qa).resolve()) if Path(args.qa).exists() else args.qa, "qa_format": args.qa_format, "limit": args.limit,
         "index": str(Path(args.index).resolve()), "passages": index.manifest.passages, "encoder": index.manifest.encoder,
         "passage_precision": index.manifest.precision, "index_kind": index.manifest.index.get("kind"),
-        "fusion": args.fusion if hybrid else None, "dense_weight": args.dense_weight if hybrid else None, "reranker": None,
+        "fusion": args.fusion if hybrid else None, "dense_weight": args.dense_weight if hybrid else None,
+        "reranker": f"{args.reranker}, top {args.rerank}" + ("" if args.rerank_weight is None else f", weight {args.rerank_weight}") if args.rerank else None,
         "ks": list(args.k), "match": args.match, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rag_version": __version__, **extra,
     }
 
@@ -215,7 +236,7 @@ def cmd_ask(args) -> None:
 
     questions = [question for _, question in _asked(args, "ask")]
     started = time.perf_counter()
-    pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision)
+    pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
     loaded = time.perf_counter()
     untrained = getattr(pipeline.reader, "trained", True) is False
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
@@ -297,7 +318,7 @@ def cmd_train_reader(args) -> None:
 
     report = train_reader(ReaderTrainConfig(
         squad=args.squad, out=args.out, start_from=args.start_from, max_length=args.max_length, doc_stride=args.doc_stride,
-        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, limit=args.limit,
+        batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, limit=args.limit,
         save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"trained {report.steps} steps on {report.windows:,} windows in {report.seconds / 60:.1f} min, loss {report.mean_loss:.3f}: reader {report.reader}")
@@ -308,11 +329,23 @@ def cmd_train_generator(args) -> None:
     from rag.train_generator import GeneratorTrainConfig, train_generator
 
     report = train_generator(GeneratorTrainConfig(
-        squad=args.squad, out=args.out, encoder_from=args.encoder_from, window_words=args.window_words, batch_size=args.batch_size, lr=args.lr,
-        epochs=args.epochs, max_steps=args.max_steps, limit=args.limit, save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+        squad=args.squad, out=args.out, encoder_from=args.encoder_from, start_from=args.start_from, window_words=args.window_words, batch_size=args.batch_size, lr=args.lr,
+        epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, limit=args.limit, save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"trained {report.steps} steps on {report.examples:,} examples in {report.seconds / 60:.1f} min, loss {report.mean_loss:.3f}: generator {report.generator}")
     print(f"check it: rag eval reader --squad SQUAD_DEV_FILE --reader {report.generator}")
+
+
+def cmd_train_reranker(args) -> None:
+    from rag.train_reranker import RerankerTrainConfig, train_reranker
+
+    folder = train_reranker(RerankerTrainConfig(
+        questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
+        negatives=args.negatives, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
+        save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+    ))
+    print(f"reranker: {folder}")
+    print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --rerank 100 --reranker {folder}")
 
 
 def cmd_export_reader(args) -> None:

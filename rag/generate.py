@@ -11,7 +11,10 @@ p(z | x) = softmax_z(score_scale * retrieval score). Two models of the answer (L
 The training loss is the negative marginal log-likelihood of the answer, under either model.
 
 `model` takes a hub id or path of an AutoModelForSeq2SeqLM, a RAG checkpoint (facebook/rag-*-nq:
-its BART generator is used; retrieval is ours), or a folder saved by `RagGenerator.save`.
+its BART generator is used; retrieval is ours), or a folder saved by `RagGenerator.save` (the
+shipped models/generator is one: a tied BERT-to-BERT, rag.bert2bert). `copy_only` restricts decoding
+to the tokens of the passage read, for generators trained to extract; answers are then written as
+the passage writes them (find_loosely), and each Answer carries p(z|x) and p(z|x,y) per passage.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from rag.types import Answer, Hit, Passage, RagError, Span
+from rag.types import Answer, Hit, Passage, PassageWeight, RagError, Span
 
 GENERATOR_FORMAT = "rag-generator v1"
 GENERATOR_FILE = "generator.json"
@@ -38,6 +41,8 @@ class GeneratorConfig:
     max_answer_tokens: int = 24
     num_beams: int = 4
     score_scale: float = 20.0  # p(z|x) = softmax(score_scale * retrieval score)
+    precision: str = "auto"  # reading: auto = bf16 autocast where the CPU/GPU runs it fast, or fp32 (training sets its own)
+    copy_only: bool = False  # decode only tokens of the passage read (+ end): for generators trained to extract, as rag's own
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -50,7 +55,7 @@ class RagGenerator:
     """Reader protocol implementation (rag.pipeline.Reader) for seq2seq generation; also the training loss."""
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
-        tokenizer, model = _load_seq2seq(config.model)
+        tokenizer, model = load_seq2seq(config.model)
         self._init(config, tokenizer, model)
 
     @classmethod
@@ -109,8 +114,10 @@ class RagGenerator:
         for row, (n, _) in enumerate(pairs):
             labels[row, : len(targets[n])] = torch.tensor(targets[n])
         zs = torch.tensor([z for _, z in pairs], device=self.device)
-        logits = self.model(input_ids=inputs["input_ids"][zs], attention_mask=inputs["attention_mask"][zs], decoder_input_ids=self._shift_right(labels)).logits
-        picked = logits.log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1).masked_fill(labels < 0, 0.0)
+        # Each passage is encoded once, whatever the number of targets scored against it.
+        encoded = self.model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+        logits = self.model(encoder_outputs=(encoded[zs],), attention_mask=inputs["attention_mask"][zs], decoder_input_ids=self._shift_right(labels)).logits
+        picked = logits.float().log_softmax(-1).gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1).masked_fill(labels < 0, 0.0)
         out = torch.full((n_targets, k, length), float("-inf"), device=self.device)
         out[torch.tensor([n for n, _ in pairs], device=self.device), zs] = picked
         return out
@@ -142,24 +149,30 @@ class RagGenerator:
     # --- decoding -----------------------------------------------------------------------------
 
     def read(self, questions: list[str], hits: list[list[Hit]]) -> list[Answer]:
+        from rag.precision import autocast, autocast_dtype
+
         answers = []
-        with self._torch.inference_mode():
+        with self._torch.inference_mode(), autocast(self.device, autocast_dtype(self.config.precision, self.device)):
             for question, question_hits in zip(questions, hits):
                 if not question_hits:
                     answers.append(Answer(question, "", 0.0))
                     continue
                 ids, log_p, posterior = self.generate_ids(question, question_hits)
                 text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-                answers.append(_answer(question, text, float(self._torch.exp(log_p)), question_hits, posterior))
+                prior = self.passage_log_probs(self._scores(question_hits)).exp()
+                answers.append(_answer(question, text, float(self._torch.exp(log_p)), question_hits, prior, posterior))
         return answers
 
     def generate_ids(self, question: str, hits: list[Hit]):
         """(best answer token ids, its log p(y|x), posterior p(z|x,y) per passage)."""
         inputs = self.encode(question, [h.passage for h in hits])
-        passage_lp = self.passage_log_probs(self._torch.tensor([h.score for h in hits], dtype=self._torch.float32, device=self.device))
+        passage_lp = self.passage_log_probs(self._scores(hits))
         if self.config.variant == "token":
             return self._token_beam_search(inputs, passage_lp)
         return self._sequence_decode(inputs, passage_lp)
+
+    def _scores(self, hits: list[Hit]):
+        return self._torch.tensor([h.score for h in hits], dtype=self._torch.float32, device=self.device)
 
     def _sequence_decode(self, inputs: dict, passage_lp):
         torch = self._torch
@@ -167,6 +180,7 @@ class RagGenerator:
         generated = self.model.generate(
             **inputs, num_beams=beams, num_return_sequences=beams, max_new_tokens=self.config.max_answer_tokens,
             decoder_start_token_id=self.start_id, eos_token_id=self.eos_id, pad_token_id=self.pad_id, do_sample=False,
+            logits_processor=self._copy_constraint(inputs["input_ids"].repeat_interleave(beams, dim=0)),
         )
         candidates: dict[tuple[int, ...], set[int]] = {}  # answer ids -> passages whose beam produced them
         for row, seq in enumerate(generated.tolist()):
@@ -185,12 +199,15 @@ class RagGenerator:
         k = inputs["input_ids"].shape[0]
         encoder_out = self.model.get_encoder()(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         beams = [([], 0.0, torch.zeros(k, device=self.device))]  # (ids, log p(y|x), log p(y|x,z) per passage)
+        allowed = self._allowed_tokens(inputs["input_ids"]) if self.config.copy_only else None
         finished = []
         for step in range(self.config.max_answer_tokens):
             b = len(beams)
             decoder_input = torch.tensor([[self.start_id] + ids for ids, _, _ in beams], device=self.device).repeat_interleave(k, dim=0)
             hidden = encoder_out.last_hidden_state.repeat(b, 1, 1)
-            logits = self.model(encoder_outputs=(hidden,), attention_mask=inputs["attention_mask"].repeat(b, 1), decoder_input_ids=decoder_input).logits[:, -1]
+            logits = self.model(encoder_outputs=(hidden,), attention_mask=inputs["attention_mask"].repeat(b, 1), decoder_input_ids=decoder_input).logits[:, -1].float()
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed.repeat(b, 1), float("-inf"))
             lp = logits.log_softmax(-1).view(b, k, -1)  # [B, K, V]
             marginal = torch.logsumexp(passage_lp[None, :, None] + lp, dim=1)  # [B, V]
             total = marginal + torch.tensor([s for _, s, _ in beams], device=self.device)[:, None]
@@ -211,6 +228,28 @@ class RagGenerator:
         ids, log_p, per_passage = max(finished, key=lambda e: e[1] / len(e[0]))  # length-normalized, as HF beam search
         return _strip(ids, self.eos_id, self.pad_id), torch.tensor(log_p), torch.softmax(passage_lp + per_passage, dim=0)
 
+    def _allowed_tokens(self, input_ids):
+        """[rows, vocab] bool: the tokens of each input row, and the end token."""
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        allowed = self._torch.zeros(input_ids.shape[0], vocab, dtype=self._torch.bool, device=self.device)
+        allowed.scatter_(1, input_ids, True)
+        allowed[:, self.eos_id] = True
+        return allowed
+
+    def _copy_constraint(self, input_ids):
+        """For generate(): with copy_only, every beam of passage z may only emit tokens of passage z (or end)."""
+        if not self.config.copy_only:
+            return None
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        allowed = self._allowed_tokens(input_ids)
+
+        class CopyOnly(LogitsProcessor):
+            def __call__(self, _ids, scores):
+                return scores.masked_fill(~allowed, float("-inf"))
+
+        return LogitsProcessorList([CopyOnly()])
+
     # --- checkpoints --------------------------------------------------------------------------
 
     def save(self, folder: str | Path, half: bool = False) -> None:
@@ -219,9 +258,14 @@ class RagGenerator:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        (copy.deepcopy(self.model).half() if half else self.model).save_pretrained(folder)
+        from rag.bert2bert import is_tied_model, save_tied
+
+        if is_tied_model(self.model):
+            save_tied(self.model, folder, half)
+        else:
+            (copy.deepcopy(self.model).half() if half else self.model).save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        (folder / GENERATOR_FILE).write_text(json.dumps({"format": GENERATOR_FORMAT, "config": {**asdict(self.config), "model": str(folder)}}, indent=2))
+        (folder / GENERATOR_FILE).write_text(json.dumps({"format": GENERATOR_FORMAT, "config": {**asdict(self.config), "model": ".", "device": None}}, indent=2))
 
 
 def load_generator(folder: str | Path, device: str | None = None, **changes) -> RagGenerator:
@@ -232,10 +276,15 @@ def load_generator(folder: str | Path, device: str | None = None, **changes) -> 
     return RagGenerator(replace(GeneratorConfig(**data["config"]), model=str(folder), device=device, **changes))
 
 
-def _load_seq2seq(spec: str):
+def load_seq2seq(spec: str):
+    """(tokenizer, fp32 model) of a hub id or folder: a seq2seq LM, a facebook/rag-* checkpoint or a rag generator."""
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from rag.bert2bert import is_tied, load_tied
+
     try:
+        if is_tied(spec):  # rag's own tied BERT-to-BERT (the shipped generator)
+            return AutoTokenizer.from_pretrained(spec), load_tied(spec)
         model_type = AutoConfig.from_pretrained(spec).model_type
         if model_type == "rag":  # a facebook/rag-* checkpoint: keep its generator, retrieval is ours
             from transformers import RagSequenceForGeneration, RagTokenizer
@@ -264,13 +313,32 @@ def _strip(ids: list[int], eos: int, pad: int) -> list[int]:
     return out
 
 
-def _answer(question: str, text: str, score: float, hits: list[Hit], posterior) -> Answer:
-    """Evidence: passages by p(z | x, y); spans where the generated text occurs verbatim (any case)."""
+def _answer(question: str, text: str, score: float, hits: list[Hit], prior, posterior) -> Answer:
+    """Evidence: passages by p(z | x, y), each with its p(z | x) and p(z | x, y). The answer is written as the
+    best passage writes it when it occurs there (WordPiece decoding gives "levi ' s stadium"); spans mark it."""
     order = sorted(range(len(hits)), key=lambda i: -float(posterior[i]))
+    weights = tuple(PassageWeight(hits[i].passage.id, float(prior[i]), float(posterior[i])) for i in order)
     evidence = tuple(hits[i] for i in order)
     spans = []
     for hit in evidence:
-        at = hit.passage.text.lower().find(text.lower()) if text else -1
-        if at >= 0:
-            spans.append(Span(hit.passage.id, at, at + len(text)))
-    return Answer(question, text, score, evidence, tuple(spans))
+        found = find_loosely(text, hit.passage.text)
+        if found:
+            text = text if spans else hit.passage.text[found[0] : found[1]]
+            spans.append(Span(hit.passage.id, *found))
+    return Answer(question, text, score, evidence, tuple(spans), weights)
+
+
+def find_loosely(text: str, passage: str) -> tuple[int, int] | None:
+    """(start, end) of `text` in `passage`, ignoring case, accents and whitespace; None when absent."""
+    import unicodedata
+
+    def folded(s: str):  # (index in s, folded character) for each character that counts
+        for at, c in enumerate(s):
+            for f in unicodedata.normalize("NFKD", c.lower()):
+                if not f.isspace() and not unicodedata.combining(f):
+                    yield at, f
+
+    target = "".join(f for _, f in folded(text))
+    places = list(folded(passage))
+    at = "".join(f for _, f in places).find(target) if target else -1
+    return None if at < 0 else (places[at][0], places[at + len(target) - 1][0] + 1)

@@ -80,7 +80,7 @@ class Pipeline:
 @dataclass(frozen=True)
 class ReaderOptions:
     device: str | None = None  # None: cuda when available, else cpu
-    generator: str | None = None  # rag-sequence / rag-token: the seq2seq model (hub id or path; default facebook/rag-<variant>-nq)
+    generator: str | None = None  # rag-sequence / rag-token: the seq2seq model (folder, hub id or path; default: the shipped generator)
     precision: str = "auto"  # span reader: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32
 
 
@@ -163,10 +163,11 @@ READER_FOLDERS = {CHECKPOINT_FILE: _checkpoint_reader, READER_FILE: _span_reader
 
 
 def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: str = "dense", device: str | None = None, generator: str | None = None, hybrid=None,
-                  precision: str = "auto") -> Pipeline:
+                  precision: str = "auto", rerank=None) -> Pipeline:
     """Index folder + reader spec -> Pipeline. A `rag train` checkpoint brings its fine-tuned query encoder.
 
-    `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig).
+    `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig); `rerank`, a
+    rag.rerank.RerankConfig, re-scores its top passages with a cross-encoder before reading.
     """
     from rag.checkpoint import is_checkpoint, load_query_encoder
     from rag.encoders import EncoderConfig
@@ -179,4 +180,18 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
         encoder = load_query_encoder(reader, folder, device)
     elif retriever != "bm25":  # the index's encoder, at the precision asked for (queries: auto = bf16 where fast)
         encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
-    return Pipeline(load_retriever(folder, retriever, encoder=encoder, config=hybrid), load_reader(reader, ReaderOptions(device, generator, precision)), k, folder)
+    chosen = load_retriever(folder, retriever, encoder=encoder, config=hybrid)
+    reading = load_reader(reader, ReaderOptions(device, generator, precision))
+    if rerank is not None:
+        from rag.rerank import load_reranking
+
+        chosen = load_reranking(chosen, rerank, load_reranker(rerank, reading if reader == "default" else None))
+    return Pipeline(chosen, reading, k, folder)
+
+
+def load_reranker(config, loaded: Reader | None = None) -> Reader:
+    """The span reader a rag.rerank.RerankConfig names: "reader" is the shipped one (`loaded`, when it
+    is already in memory, so that it is loaded once), else a span-reader folder."""
+    if config.reranker == "reader" and loaded is not None:
+        return loaded
+    return load_reader("default" if config.reranker == "reader" else config.reranker, ReaderOptions(config.device, None, config.precision))

@@ -149,6 +149,14 @@ class SpanReader:
         start, end, select = (t.float() for t in self.model(inputs.features))
         return span_log_probs(start, end, inputs.starts, inputs.ends, self.config.max_answer_tokens), select
 
+    def rerank_logits(self, question: str, passages: list[Passage]) -> np.ndarray:
+        """The passage-selection logit of each passage (rag.rerank's cross-encoder score)."""
+        torch = self._torch
+        with torch.inference_mode():
+            parts = [self.model(self.encode(question, passages[i : i + self.config.batch_size]).features)[2].float()
+                     for i in range(0, len(passages), self.config.batch_size)]
+        return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+
     def passage_log_probs(self, retrieval_scores, select_logits):
         """log p(z | q) over the K passages: retrieval scores re-ranked by the selection head."""
         return self._torch.log_softmax(self.config.score_scale * retrieval_scores + select_logits, dim=-1)

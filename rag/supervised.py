@@ -21,7 +21,7 @@ from rag.files import ArtifactKind, check_replaceable, fresh_scratch, publish_fo
 from rag.types import RagError
 
 STATE_FILE, RUN_FILE = "training_state.pt", "run.json"
-RESUME_FREE = ("out", "save_every", "device")  # settings a resume may change
+RESUME_FREE = ("out", "save_every", "device", "max_minutes")  # settings a resume may change
 
 
 class Trainee(Protocol):
@@ -81,9 +81,13 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
         step += 1
         losses.append(float(loss.detach()))
         _progress(step, total, losses, config.batch_size, time.monotonic() - started, progress)
-        if step % config.save_every == 0 or step == total:
+        out_of_time = bool(getattr(config, "max_minutes", 0)) and time.monotonic() - started > 60 * config.max_minutes
+        if step % config.save_every == 0 or step == total or out_of_time:
             save()
             log(f"saved {out} at step {step}", progress)
+        if out_of_time:
+            log(f"stopped at step {step} of {total}: --max-minutes {config.max_minutes} spent (rerun to continue)", progress)
+            break
     return FitReport(step, float(np.mean(losses[-200:])) if losses else float("nan"), time.monotonic() - started)
 
 
@@ -100,7 +104,7 @@ def _resumable(out: Path, config, kind: ArtifactKind) -> dict | None:
     if not (out / RUN_FILE).exists():
         return None
     run = read_versioned_json(out / RUN_FILE, kind.format)
-    changed = [k for k, v in asdict(config).items() if k not in RESUME_FREE and run["config"].get(k) != v]
+    changed = [k for k, v in asdict(config).items() if k not in RESUME_FREE and run["config"].get(k) != (list(v) if isinstance(v, tuple) else v)]  # JSON: tuples are lists
     if changed:
         raise RagError(f"{out} was trained with other settings ({', '.join(changed)}): use the same ones to resume, or another --out")
     return run

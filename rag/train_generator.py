@@ -1,8 +1,8 @@
 """Supervised training of the RAG generator on SQuAD: `title / paragraph // question -> answer`.
 
-The generator is a BERT-to-BERT encoder-decoder warm-started from weights that install offline
-(../shared/MODELS.md): the encoder from the shipped span reader (a MiniLM already trained to find
-answers in SQuAD paragraphs), the decoder from the MiniLM sentence encoder with new cross-attention.
+The generator is a BERT-to-BERT encoder-decoder warm-started from weights that ship offline: by default
+the shipped span reader's MiniLM (already trained to find answers in SQuAD paragraphs) on both sides,
+the decoder sharing the encoder's weights except its new cross-attention (rag.bert2bert).
 It reads the same `title / text // question` input rag.generate.RagGenerator builds at answer time,
 so the trained folder is a RAG-Sequence / RAG-Token generator as it is. The loop (warmup, bf16
 autocast, resumable checkpoints) is rag.supervised.fit's, shared with the span reader.
@@ -28,6 +28,7 @@ class GeneratorTrainConfig:
     squad: str  # SQuAD v1.1 JSON (or .json.gz)
     out: str  # checkpoint folder; rerunning resumes it; OUT/generator is the trained generator
     encoder_from: str = "reader"  # "reader" (the shipped span reader), "minilm" (the sentence encoder) or a BERT folder
+    start_from: str = ""  # a generator folder to continue training instead (encoder_from is then unused)
     window_words: int = 120  # paragraph words around the answer per example (retrieved passages are ~100 words)
     max_source_length: int = 256
     max_answer_tokens: int = 24
@@ -36,6 +37,7 @@ class GeneratorTrainConfig:
     warmup: float = 0.06
     epochs: float = 1.0
     max_steps: int = 0  # >0: stop after this many optimizer steps
+    max_minutes: float = 0  # >0: save and stop after this long (a rerun continues)
     limit: int = 0  # >0: the first N questions only
     seed: int = 0
     save_every: int = 500
@@ -53,20 +55,22 @@ class GeneratorTrainReport:
 
 
 def warm_started_generator(encoder_from: str):
-    """(tokenizer, EncoderDecoderModel): BERT encoder and decoder from offline MiniLM weights."""
-    from transformers import AutoTokenizer, EncoderDecoderModel
+    """(tokenizer, EncoderDecoderModel): a BERT-to-BERT from offline weights, the decoder tied to the encoder."""
+    from transformers import AutoTokenizer
 
+    from rag.bert2bert import warm_started
     from rag.encoders import default_model_path
     from rag.paths import SHIPPED_READER, shipped_model
 
-    minilm = default_model_path()
-    encoder = {"minilm": minilm, "reader": str(shipped_model(SHIPPED_READER) or minilm)}.get(encoder_from, encoder_from)
-    if not Path(encoder).is_dir():
+    if encoder_from == "reader":
+        bert = shipped_model(SHIPPED_READER)
+        if bert is None:
+            raise RagError("--encoder-from reader: the shipped span reader (models/reader) is not installed; use 'minilm' or a BERT folder")
+    else:
+        bert = default_model_path() if encoder_from == "minilm" else encoder_from
+    if not Path(bert).is_dir():
         raise RagError(f"--encoder-from {encoder_from}: not 'reader', 'minilm' or a BERT folder")
-    model = EncoderDecoderModel.from_encoder_decoder_pretrained(encoder, minilm).float()
-    for settings in (model.config, model.generation_config):
-        settings.decoder_start_token_id, settings.eos_token_id, settings.pad_token_id = CLS, SEP, PAD
-    return AutoTokenizer.from_pretrained(minilm), model
+    return AutoTokenizer.from_pretrained(bert), warm_started(str(bert), CLS, SEP, PAD)
 
 
 def squad_examples(questions: list[SquadQuestion], window_words: int, seed: int) -> list[tuple[str, Passage, str]]:
@@ -88,14 +92,14 @@ def train_generator(config: GeneratorTrainConfig, progress: bool = True) -> Gene
     """Train (or resume) the generator on SQuAD; returns where the generator was saved."""
     import torch
 
-    from rag.generate import GeneratorConfig, RagGenerator
+    from rag.generate import GeneratorConfig, RagGenerator, load_seq2seq
 
     if config.batch_size < 1 or config.epochs <= 0 or config.window_words < 10:
         raise RagError("need batch_size >= 1, epochs > 0, window_words >= 10")
     check_replaceable(Path(config.out).resolve(), GENERATOR_RUN_KIND, "Choose another --out.")
     torch.manual_seed(config.seed)
-    tokenizer, model = warm_started_generator(config.encoder_from)
-    settings = GeneratorConfig(model="(training)", variant="sequence", device=config.device, max_source_length=config.max_source_length, max_answer_tokens=config.max_answer_tokens)
+    tokenizer, model = load_seq2seq(config.start_from) if config.start_from else warm_started_generator(config.encoder_from)
+    settings = GeneratorConfig(model="(training)", variant="sequence", device=config.device, copy_only=True, max_source_length=config.max_source_length, max_answer_tokens=config.max_answer_tokens)
     generator = RagGenerator.from_model(settings, tokenizer, model)
     examples = squad_examples(load_squad(config.squad, config.limit), config.window_words, config.seed)
     batches = epoch_batches([len(e[1].text) for e in examples], config.batch_size, config.epochs, config.seed)

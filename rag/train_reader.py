@@ -51,6 +51,7 @@ class ReaderTrainConfig:
     warmup: float = 0.1  # fraction of steps with a linearly rising learning rate
     epochs: float = 1.0  # fractions allowed: 0.5 trains on half the shuffled windows
     max_steps: int = 0  # >0: stop after this many optimizer steps (for smoke runs)
+    max_minutes: float = 0  # >0: save and stop after this long (a rerun continues)
     limit: int = 0  # >0: the first N questions only
     seed: int = 0
     save_every: int = 500  # optimizer steps between checkpoints (and one at the end)

@@ -38,19 +38,30 @@ class Span:
 
 
 @dataclass(frozen=True)
+class PassageWeight:
+    """How one passage counted in a marginalized answer (the RAG generator's)."""
+
+    passage_id: str
+    prior: float  # p(z | question): the retrieval distribution over the passages read
+    contribution: float  # p(z | question, answer): that passage's share of p(answer | question)
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     text: str
     score: float  # marginal probability p(answer | question) over the passages read, in [0, 1]
     evidence: tuple[Hit, ...] = ()  # passages that support the answer, best first
     spans: tuple[Span, ...] = ()  # where the answer sits in the evidence, when known
+    weights: tuple[PassageWeight, ...] = ()  # per passage read, when the reader marginalizes explicitly (RAG)
 
     def to_json(self) -> dict:
         """The answer as data: text, probability, and the evidence with the answer's character offsets in each."""
         spans: dict[str, list[list[int]]] = {}
         for span in self.spans:
             spans.setdefault(span.passage_id, []).append([span.start, span.end])
-        evidence = [{**h.to_json(), "answer_spans": spans.get(h.passage.id, [])} for h in self.evidence]
+        weights = {w.passage_id: {"p_passage": w.prior, "contribution": w.contribution} for w in self.weights}
+        evidence = [{**h.to_json(), "answer_spans": spans.get(h.passage.id, []), **weights.get(h.passage.id, {})} for h in self.evidence]
         return {"question": self.question, "answer": self.text, "probability": self.score, "evidence": evidence}
 
 

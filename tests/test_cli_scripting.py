@@ -43,6 +43,19 @@ def test_ask_json_batch_and_quiet_stderr(small_index, tmp_path):
     assert [a["question"] for a in lines] == ["who wrote dracula", "who wrote don quixote"] and "Cervantes" in lines[1]["answer"]
 
 
+def test_quiet_prints_results_and_errors_only(small_index, tmp_path):
+    questions = tmp_path / "q.txt"
+    questions.write_text("who wrote dracula\n")
+    done = rag("--quiet", "ask", "--questions", str(questions), "--index", str(small_index.path), "-k", "3")
+    assert done.returncode == 0 and done.stderr == "" and json.loads(done.stdout)["answer"] == "Bram Stoker"
+    timed = ["ask", "who wrote dracula", "--index", str(small_index.path), "-k", "3", "--timings"]
+    assert "timings: load" in rag(*timed).stderr and rag("--quiet", *timed).stderr == ""  # status lines go with --quiet
+    missing = rag("--quiet", "search", "q", "--index", str(tmp_path / "none"))
+    assert missing.returncode == 2 and missing.stderr.startswith("rag: error:")
+    both = rag("--quiet", "--verbose", "--version")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
 def test_a_closed_pipe_is_not_a_traceback(small_index):
     done = subprocess.run(f"{sys.executable} -m rag.cli index info --index {small_index.path} --json | head -1", shell=True, cwd=ROOT, capture_output=True, text=True)
     assert done.stdout.strip() == "{" and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

@@ -141,9 +141,8 @@ def _free_port() -> int:
 def demo(small_index):
     config = DemoConfig(index=str(small_index.path), k=5, port=_free_port())
     models = load_models(config)
-    times = ReadTimes(models.pipelines["dense"].reader)
-    for pipeline in models.pipelines.values():
-        pipeline.reader = times
+    times = ReadTimes(models.readers["span reader"])
+    models.readers["span reader"] = times
     app = launch_demo(config, models, block=False)
     assert app.local_url.startswith("http://127.0.0.1:")  # localhost unless asked otherwise
     try:
@@ -174,16 +173,17 @@ def test_json_api_over_plain_http(demo):
     import urllib.request
 
     url = demo[0].rstrip("/") + "/gradio_api/call/answer"
-    request = urllib.request.Request(url, data=json.dumps({"data": ["Who wrote Dracula?", 3, "bm25"]}).encode(), headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(url, data=json.dumps({"data": ["Who wrote Dracula?", 3, "bm25", "span reader"]}).encode(), headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(request, timeout=60).read())["event_id"]
     stream = urllib.request.urlopen(f"{url}/{event}", timeout=120).read().decode()
     (result,) = json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
     assert result["answer"] == "Bram Stoker" and 0 < result["probability"] <= 1 and result["error"] is None
+    assert (result["retriever"], result["reader"]) == ("bm25", "span reader")
     assert [p["rank"] for p in result["passages"]] == [1, 2, 3]
     read = [p for p in result["passages"] if p["answer_spans"]]
     start, end = read[0]["answer_spans"][0]
     assert read[0]["text"][start:end] == "Bram Stoker"
-    bad = urllib.request.Request(url, data=json.dumps({"data": ["", 3, "bm25"]}).encode(), headers={"Content-Type": "application/json"})
+    bad = urllib.request.Request(url, data=json.dumps({"data": ["", 3, "bm25", "span reader"]}).encode(), headers={"Content-Type": "application/json"})
     event = json.loads(urllib.request.urlopen(bad, timeout=60).read())["event_id"]
     (refused,) = json.loads(urllib.request.urlopen(f"{url}/{event}", timeout=60).read().decode().split("data: ", 1)[1].splitlines()[0])
     assert refused["error"] == "Type a question first." and refused["answer"] == ""
@@ -205,6 +205,16 @@ def test_example_questions_are_answered_correctly(client):
         answer_html, _ = client.predict(question, "dense", 5, api_name="/ask")
         found = re.search(r'<div class="rag-answer-text">(.*?)</div>', answer_html)
         assert found and expected in found.group(1), (question, answer_html)  # e.g. "Champ de Mars in Paris, France"
+
+
+@pytest.mark.parametrize("reader", ["RAG-Sequence", "RAG-Token"])
+def test_generated_answers_come_with_per_passage_weights(client, reader):
+    """The shipped generator, chosen by name: the answer and, per passage read, p(z|q) and its share of the answer."""
+    result = client.predict("Who wrote Dracula?", 5, "dense", reader, api_name="/answer")
+    assert result["answer"] == "Bram Stoker" and result["reader"] == reader and 0 < result["probability"] <= 1
+    priors, shares = [p["p_passage"] for p in result["passages"]], [p["contribution"] for p in result["passages"]]
+    assert len(priors) == 5 and abs(sum(priors) - 1) < 1e-3 and abs(sum(shares) - 1) < 1e-3
+    assert max(result["passages"], key=lambda p: p["contribution"])["answer_spans"]  # the passage that counted most holds the answer
 
 
 def test_untrained_reader_is_announced_on_the_page(small_index, tmp_path, monkeypatch):
@@ -277,6 +287,12 @@ def test_browser_question_to_answer_with_highlighted_passage(demo):
             page.get_by_text("Who wrote Dracula?").click()  # an example is asked on click, not only copied into the box
             page.wait_for_function("document.querySelector('#answer .rag-answer-text')?.innerText.includes('Bram Stoker')", timeout=30_000)
             assert "ms, read" in page.locator("#answer .rag-answer-score").inner_text()  # retrieve / read times on the page
+            assert page.locator("#passages .rag-weight").count() == 0  # the span reader shows no per-passage RAG weights
+            page.get_by_label("RAG-Token").check()  # the shipped generator, chosen on the page
+            page.get_by_role("button", name="Ask").click()
+            page.locator("#passages .rag-weight").first.wait_for(timeout=60_000)
+            assert page.locator("#answer .rag-answer-text").inner_text().strip() == "Bram Stoker"
+            assert "p(z|q)" in page.locator("#passages .rag-weight").first.inner_text()
         finally:
             browser.close()
     assert (ARTIFACTS / "demo.png").stat().st_size > 10_000

@@ -81,7 +81,8 @@ def test_marginal_log_likelihood_equals_brute_force(model_dir, variant):
 def test_decoding_scores_are_the_marginal_of_the_decoded_answer(model_dir, variant, decoding):
     import torch
 
-    generator = RagGenerator(GeneratorConfig(model=model_dir, variant=variant, decoding=decoding, max_answer_tokens=5, num_beams=2))
+    # fp32 reading: the read() score is compared with the fp32 brute force at 1e-4 (bf16 reading differs by ~1e-3)
+    generator = RagGenerator(GeneratorConfig(model=model_dir, variant=variant, decoding=decoding, max_answer_tokens=5, num_beams=2, precision="fp32"))
     with torch.no_grad():
         ids, log_p, posterior = generator.generate_ids(QUESTION, hits())
         target = list(ids) + [generator.eos_id]
@@ -116,7 +117,7 @@ def test_training_lowers_the_loss_and_reaches_the_retrieval_scores(model_dir, tm
     assert losses[-1] < losses[0] - 1.0
     assert scores.grad is not None and float(scores.grad.abs().sum()) > 0  # the loss reaches p(z|q), hence the query encoder
 
-    assert generator.read([QUESTION], [hits()])[0].text == "paris"  # memorized (the tokenizer is uncased)
+    assert generator.read([QUESTION], [hits()])[0].text == "Paris"  # memorized; uncased "paris", written as the passage writes it
     generator.save(tmp_path / "gen")
     again = load_reader(str(tmp_path / "gen"))
     assert isinstance(again, RagGenerator) and again.config.variant == "token"

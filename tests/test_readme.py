@@ -44,3 +44,37 @@ def test_readme_command_parses(command):
         build_parser().parse_args(shlex.split(command)[1:])
     except SystemExit as e:
         pytest.fail(f"README command does not parse ({e.code}): {command}")
+
+
+def fast_commands() -> list[str]:
+    """The README's `rag search`, `rag ask` and `rag index info` lines that need nothing but the built-in
+    index: no placeholder (PATH_OR_ID), no checkpoint of yours, no hub model, no other index."""
+    fast = []
+    for command in readme_commands():
+        words = shlex.split(command)
+        if not (words[1] in ("search", "ask") or words[1:3] == ["index", "info"]):
+            continue
+        values = words[2:]
+        if any(w.isupper() or w.startswith(("checkpoints/", "deepset/")) for w in values):
+            continue
+        if "--index" in values and values[values.index("--index") + 1] != "indexes/default":
+            continue
+        fast.append(command)
+    return fast
+
+
+def test_some_readme_commands_are_fast():
+    assert len(fast_commands()) >= 8
+
+
+@pytest.mark.parametrize("command", fast_commands())
+def test_fast_readme_command_runs_as_written(command, small_index, capsys):
+    """Run as written, over the test index in place of indexes/default (which `make run` builds)."""
+    from rag.cli import main
+
+    args = [str(small_index.path) if w == "indexes/default" else w for w in shlex.split(command)[1:]]
+    if "--index" not in args:
+        args += ["--index", str(small_index.path)]
+    assert main(args) == 0, command
+    out = capsys.readouterr().out
+    assert ("answer:" in out) if args[0] == "ask" else out.strip(), command

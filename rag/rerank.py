@@ -1,0 +1,60 @@
+"""Re-ranking: the top N passages of any retriever re-scored by a cross-encoder, the best k kept.
+
+A bi-encoder embeds the question and the passage apart; a cross-encoder reads them together
+(`[CLS] question [SEP] title [SEP] passage`) and so can tell a passage that answers the question
+from one that only shares its words. The cross-encoder here is the trained span reader's
+passage-selection head (DPR's reader re-ranks its retrieved passages this way); a reranker is any
+object with `rerank_logits(question, passages) -> [N] floats`.
+
+The new order is by `retrieval_weight * retrieval score + reranker logit`: the span reader's own
+p(z|q) = softmax(score_scale * retrieval + selection), so with the default weight (the reader's
+score_scale) reranking orders passages as the reader weighs them. Hits keep their retrieval score
+(readers turn it into p(z|q)); their rank is the new one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rag.retrieve import Retriever, check_k
+from rag.types import Hit, RagError
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    depth: int = 100  # passages fetched from the retriever and re-scored per question
+    reranker: str = "reader"  # "reader" (the shipped span reader's selection head) or a span-reader folder
+    retrieval_weight: float | None = None  # None: the reader's score_scale (its own p(z|q)); 0: the reranker alone
+    device: str | None = None
+    precision: str = "auto"
+
+    def __post_init__(self):
+        if self.depth < 1:
+            raise RagError(f"--rerank must be 1 or more, not {self.depth}")
+
+
+class RerankingRetriever:
+    """Retriever protocol (rag.retrieve.Retriever): `base`'s top `depth` passages, re-ordered by a cross-encoder."""
+
+    def __init__(self, base: Retriever, reranker, depth: int, retrieval_weight: float):
+        self.base, self.reranker, self.depth, self.retrieval_weight = base, reranker, depth, retrieval_weight
+        self.index = getattr(base, "index", None)
+
+    def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
+        k = check_k(k)
+        out = []
+        for question, hits in zip(questions, self.base.retrieve(questions, max(k, self.depth))):
+            logits = self.reranker.rerank_logits(question, [h.passage for h in hits]) if hits else []
+            combined = [self.retrieval_weight * h.score + float(logit) for h, logit in zip(hits, logits)]
+            order = sorted(range(len(hits)), key=lambda i: (-combined[i], hits[i].rank))[:k]
+            out.append([Hit(hits[i].passage, hits[i].score, rank) for rank, i in enumerate(order, 1)])
+        return out
+
+
+def load_reranking(base: Retriever, config: RerankConfig, reranker) -> RerankingRetriever:
+    """`base` wrapped by `reranker`, a span reader (rag.pipeline.load_reranker loads the one `config` names)."""
+    from rag.read import SpanReader
+
+    if not isinstance(reranker, SpanReader):
+        raise RagError(f"--reranker {config.reranker}: not a span reader (its passage-selection head re-ranks)")
+    weight = reranker.config.score_scale if config.retrieval_weight is None else config.retrieval_weight
+    return RerankingRetriever(base, reranker, config.depth, weight)

@@ -1,0 +1,99 @@
+"""Re-ranking (issue 11): a retriever's top N re-scored by the shipped span reader's passage-selection head."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rag.cli import main
+from rag.pipeline import load_pipeline, load_reader, load_reranker
+from rag.rerank import RerankConfig, RerankingRetriever, load_reranking
+from rag.retrieve import load_retriever
+from rag.types import Passage, RagError
+
+QUESTIONS = ["who wrote dracula", "who painted guernica", "in which city is the eiffel tower"]
+
+
+class FixedLogits:
+    """A reranker whose logit is given per passage id (to check the ordering rule by hand)."""
+
+    def __init__(self, logits: dict[str, float]):
+        self.logits = logits
+
+    def rerank_logits(self, question, passages):
+        return [self.logits.get(p.id, 0.0) for p in passages]
+
+
+def test_order_is_weighted_retrieval_plus_reranker_logit_and_scores_stay(small_index):
+    dense = load_retriever(small_index, "bm25")
+    base = dense.retrieve(QUESTIONS[:1], 5)[0]
+    last = base[-1].passage.id
+    reranked = RerankingRetriever(dense, FixedLogits({last: 1e6}), depth=5, retrieval_weight=1.0).retrieve(QUESTIONS[:1], 3)[0]
+    assert reranked[0].passage.id == last and [h.rank for h in reranked] == [1, 2, 3]  # the bottom passage moved to the top
+    assert reranked[0].score == base[-1].score  # readers keep the retriever's score for p(z|q)
+    assert [h.passage.id for h in reranked[1:]] == [h.passage.id for h in base[:2]]  # the rest keep their order
+
+
+def test_reader_weighting_keeps_answer_passages_on_top(small_index):
+    """The default order is the span reader's own p(z|q): retrieval x score_scale + selection logit."""
+    dense = load_retriever(small_index, "dense", small_index.load_encoder())
+    config = RerankConfig(depth=30)
+    reranked = load_reranking(dense, config, load_reranker(config))
+    assert reranked.retrieval_weight == 20.0
+    for question, answer in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris")):
+        top = reranked.retrieve([question], 1)[0][0]
+        assert answer in top.passage.text, (question, top.passage.title)
+
+
+def test_rerank_is_refused_below_one_and_needs_a_span_reader(small_index, tmp_path):
+    with pytest.raises(RagError, match="--rerank must be 1 or more"):
+        RerankConfig(depth=0)
+    with pytest.raises(RagError, match="not a span reader"):
+        config = RerankConfig(reranker="rag-sequence")
+        load_reranking(load_retriever(small_index, "bm25"), config, load_reranker(config))
+
+
+def test_pipeline_and_cli_rerank(small_index, tmp_path, capsys):
+    pipeline = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20))
+    assert isinstance(pipeline.retriever, RerankingRetriever) and pipeline.retriever.reranker is pipeline.reader  # one reader in memory
+    assert pipeline.answer(["who wrote dracula"])[0].text == "Bram Stoker"
+    assert main(["search", "who wrote dracula", "--index", str(small_index.path), "--rerank", "20", "-k", "3", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and "Bram Stoker" in hits[0]["text"]
+    assert main(["search", "q", "--index", str(small_index.path), "--rerank", "-1"]) == 2
+    assert "--rerank must be 0 (off) or more" in capsys.readouterr().err
+
+
+def test_eval_retrieval_shows_each_retriever_with_and_without_reranking(small_index, tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))
+    out = tmp_path / "r"
+    assert main(["eval", "retrieval", "--qa", str(qa), "--index", str(small_index.path), "--retrievers", "bm25", "--rerank", "10", "--k", "1,5", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["configuration"]["reranker"] == "reader, top 10"
+    assert set(report["configuration"]["retrievers"]) == {"bm25", "bm25 + rerank 10"}
+
+
+def test_reader_rerank_logits_are_one_per_passage():
+    reader = load_reader("default")
+    passages = [Passage(str(i), "Dracula", text) for i, text in enumerate(("Dracula is a novel by Bram Stoker.", "Paris is in France.", "x"))]
+    assert reader.rerank_logits("who wrote dracula", passages).shape == (3,)
+    assert reader.rerank_logits("who wrote dracula", []).shape == (0,)
+
+
+def test_train_reranker_on_retrieved_passages_then_rerank_with_it(small_index, tmp_path, capsys):
+    """DPR's reader loss on the selection head: a few steps on real retrieved positives and negatives, saved, used by --reranker."""
+    from rag.train_reranker import RerankerTrainConfig, retrieved_groups
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))
+    groups = retrieved_groups(RerankerTrainConfig(questions=(str(qa),), index=str(small_index.path), out=str(tmp_path / "x"), depth=10), progress=False)
+    assert groups and all(any(a in p.text for p in g.positives for a in ("Bram Stoker", "Picasso", "Paris")) for g in groups)
+    dracula = next(g for g in groups if g.question == QUESTIONS[0])
+    assert all("Bram Stoker" in p.text for p in dracula.positives) and not any("Bram Stoker" in p.text for p in dracula.negatives)
+    out = tmp_path / "rr"
+    args = ["train", "reranker", "--questions", str(qa), "--index", str(small_index.path), "--out", str(out), "--depth", "10", "--max-steps", "2", "--batch-size", "2", "--save-every", "1"]
+    assert main(args) == 0 and f"reranker: {out / 'reranker'}" in capsys.readouterr().out
+    assert main(args) == 0 and "resuming" in capsys.readouterr().err  # the same command resumes (nothing left to do)
+    assert main(["search", "who wrote dracula", "--index", str(small_index.path), "--rerank", "10", "--reranker", str(out / "reranker"), "-k", "2", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["hits"]) == 2
