@@ -1,6 +1,6 @@
 """The shipped RAG generator, measured: open-domain QA beside the span reader, and its decoding options.
 
-    .venv/bin/python eval/bench_generator.py [--qa-limit 200] [--k 10] [--decoding-limit 100] [--squad-limit -1]
+    .venv/bin/python eval/bench_generator.py [--qa-limit 200] [--k 10] [--decoding-limit 100] [--squad-limit -1] [--sequence-decoding fast]
 
 1. Open-domain QA over indexes/default (dense retrieval), NQ-open dev and EfficientQA dev (the first
    --qa-limit questions of each), k passages read: the shipped span reader, RAG-Sequence and
@@ -45,10 +45,11 @@ def main() -> None:
     ap.add_argument("--qa-limit", type=int, default=200, help="questions of each open-domain set (0: all; -1: skip)")
     ap.add_argument("--decoding-limit", type=int, default=100, help="NQ-open dev questions for the decoding options (0: skip)")
     ap.add_argument("--squad-limit", type=int, default=-1, help="SQuAD dev questions with the gold paragraph (0: all; -1: skip)")
+    ap.add_argument("--sequence-decoding", default="thorough", choices=("thorough", "fast"), help="RAG-Sequence decoding in the open-domain table (default: %(default)s)")
     ap.add_argument("--json", default="eval/out/bench_generator.json")
     args = ap.parse_args()
-    sequence = load_reader("rag-sequence")
-    readers = {"span reader (shipped)": load_reader("default"), "RAG-Sequence": sequence, "RAG-Token": variant(sequence, variant="token")}
+    sequence = variant(load_reader("rag-sequence"), decoding=args.sequence_decoding)
+    readers = {"span reader (shipped)": load_reader("default"), f"RAG-Sequence ({args.sequence_decoding})": sequence, "RAG-Token": variant(sequence, variant="token")}
     retriever = load_retriever(open_index(args.index), "dense")
     results: dict = {"index": args.index, "k": args.k, "generator": sequence.config.model}
     if args.qa_limit >= 0:

@@ -78,7 +78,7 @@ def _add_fit_args(p: argparse.ArgumentParser, C, trained: str) -> None:
     p.add_argument("--lr", type=float, default=C.lr, help="peak learning rate, linear warmup and decay (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=C.epochs, help="passes over the examples; fractions allowed (default: %(default)s)")
     p.add_argument("--max-steps", type=int, default=C.max_steps, help="stop after N optimizer steps (0: no limit)")
-    p.add_argument("--max-minutes", type=float, default=C.max_minutes, help="save and stop after this long; the same command continues (0: no limit)")
+    p.add_argument("--max-minutes", type=float, default=C.max_minutes, help="save and stop once training has run this long, resumes counted in; rerun with a larger value to continue (0: no limit)")
     p.add_argument("--limit", type=int, default=C.limit, help="only the first N questions (0: all)")
     p.add_argument("--save-every", type=positive_int, default=C.save_every, help="steps between checkpoints (default: %(default)s)")
     p.add_argument("--precision", default=C.precision, choices=PRECISIONS, help="autocast: auto = bf16 where the CPU/GPU supports it (default: %(default)s)")
