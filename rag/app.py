@@ -69,6 +69,7 @@ class DemoResult:
     retrieve_seconds: float = 0.0  # encode the question + search (the page shows both parts)
     retriever: str = ""  # dense, bm25 or hybrid: says what the passages' scores are
     reader: str = ""  # the reader's label
+    source_ranks: dict = field(default_factory=dict)  # hybrid: passage id -> {"dense": rank, "bm25": rank} (None: not in that top list)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -153,6 +154,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         retrieved = time.perf_counter()
         answer = models.readers[reader].read([checked.text], [hits])[0] if hits else None
         seconds = time.perf_counter() - start
+        sources = _source_ranks(pipeline.retriever, checked.text, hits) if kind == "hybrid" else {}
     except RagError as e:
         return DemoResult(question or "", error=str(e))
     except Exception as e:  # noqa: BLE001 - the page shows a message; the server log keeps the traceback
@@ -161,7 +163,20 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind, reader=reader)
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind, reader=reader, source_ranks=sources)
+
+
+SOURCE_DEPTH = 100  # how deep the page looks up a fused passage's rank in each of the two rankings
+
+
+def _source_ranks(hybrid, question: str, hits: list[Hit]) -> dict:
+    """Each fused passage's rank in the dense and the BM25 ranking: what a fused score means to a reader."""
+    ranks = {}
+    for name, side in (("dense", hybrid.dense), ("bm25", hybrid.bm25)):
+        where = {h.passage.id: h.rank for h in side.retrieve([question], SOURCE_DEPTH)[0]}
+        for hit in hits:
+            ranks.setdefault(hit.passage.id, {})[name] = where.get(hit.passage.id)
+    return ranks
 
 
 # --- rendering -------------------------------------------------------------------------------
@@ -223,7 +238,7 @@ def render_passages(result: DemoResult) -> str:
         cards.append(
             f'<div class="{cls}"><div class="rag-card-head"><span class="rag-rank">#{hit.rank}</span> '
             f'<span class="rag-title">{html.escape(hit.passage.title)}</span>'
-            f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score)}</span>{share}</div>'
+            f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score, result.source_ranks.get(hit.passage.id))}</span>{share}</div>'
             f'<div class="rag-text">{highlight(hit.passage.text, mine)}</div></div>'
         )
     return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages</div>{"".join(cards)}</div>'
@@ -237,9 +252,12 @@ SCORE_MEANING = {
 }
 
 
-def _score_label(retriever: str, score: float) -> str:
+def _score_label(retriever: str, score: float, ranks: dict | None = None) -> str:
     if retriever == "dense":
         return f"similarity {score:.2f}"
+    if retriever == "hybrid" and ranks:  # ranks say what a fused score cannot
+        shown = " · ".join(f"{'BM25' if name == 'bm25' else name} #{rank}" if rank else f"{'BM25' if name == 'bm25' else name} not in top {SOURCE_DEPTH}" for name, rank in ranks.items())
+        return f"{shown} (fused {score:.4f})"
     if retriever == "hybrid":
         return f"fused score {score:.4f} (dense + BM25 ranks)"
     return f"{retriever.upper() or 'retrieval'} score {score:.2f}"

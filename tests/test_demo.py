@@ -76,6 +76,8 @@ def test_card_scores_say_what_they_are_per_retriever():
     assert "fused score 0.0164 (dense + BM25 ranks)" in render_passages(DemoResult("q", hits=(hit,), retriever="hybrid"))
     assert "similarity 0.02" in render_passages(DemoResult("q", hits=(hit,), retriever="dense"))
     assert 'title="BM25 term-match' in render_passages(DemoResult("q", hits=(hit,), retriever="bm25"))
+    ranked = DemoResult("q", hits=(hit,), retriever="hybrid", source_ranks={hit.passage.id: {"dense": 3, "bm25": None}})
+    assert "dense #3 · BM25 not in top 100 (fused 0.0164)" in render_passages(ranked)  # ranks say what a fused score means
 
 
 def test_cards_highlight_only_the_passage_the_span_points_into():
@@ -165,6 +167,8 @@ def test_api_answers_with_each_retriever(client, kind):
     assert cards(passages_html) == 3 and "Don Quixote" in passages_html
     answer = re.search(r'<div class="rag-answer-text">(.*?)</div>', answer_html).group(1)
     assert "Cervantes" in answer and f'<mark class="answer-span">{answer}</mark>' in passages_html  # the answer, marked where it was read
+    if kind == "hybrid":  # each fused passage shows its rank in both rankings
+        assert passages_html.count("dense #") + passages_html.count("dense not in top") == 3 and "BM25 " in passages_html
 
 
 def test_json_api_over_plain_http(demo):
