@@ -19,6 +19,7 @@ from rag.types import RagError
 TIED_FILE = "tied_weights.json"  # names each decoder tensor that is an encoder tensor
 TIED_FORMAT = "rag-tied-bert2bert v1"
 _DECODER, _ENCODER = "decoder.bert.", "encoder."
+_LM_HEAD = "decoder.cls.predictions.decoder.weight"  # the decoder's output layer: its word embeddings, hence the encoder's
 
 
 def warm_started(bert_folder: str, start_id: int, end_id: int, pad_id: int):
@@ -66,7 +67,7 @@ def save_tied(model, folder: Path, half: bool) -> None:
     from safetensors.torch import save_file
 
     pairs = tie(model)  # idempotent: names the pairs to leave out
-    unique = {name: tensor.detach().to("cpu").clone() for name, tensor in model.state_dict().items() if name not in pairs and name != "decoder.cls.predictions.decoder.weight"}
+    unique = {name: tensor.detach().to("cpu").clone() for name, tensor in model.state_dict().items() if name not in pairs and name != _LM_HEAD}
     if half:
         unique = {name: t.half() if t.is_floating_point() else t for name, t in unique.items()}
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,7 +90,7 @@ def load_tied(folder: str | Path):
     model.generation_config = GenerationConfig.from_pretrained(folder)
     tie(model)
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}, strict=False)
-    missing = set(missing) - set(record["tied"]) - {"decoder.cls.predictions.decoder.weight"}
+    missing = set(missing) - set(record["tied"]) - {_LM_HEAD}
     if missing or unexpected:
         raise RagError(f"{folder}/model.safetensors does not match its config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
     return model.float()

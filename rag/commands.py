@@ -90,12 +90,13 @@ def _rerank_config(args):
     return RerankConfig(depth=args.rerank, reranker=args.reranker, retrieval_weight=args.rerank_weight, device=getattr(args, "device", None)) if args.rerank else None
 
 
-def _maybe_reranked(retriever, args):
+def _maybe_reranked(retriever, args, reranker=None):
+    """`retriever`, re-ranked when --rerank asks; `reranker`: the one already loaded (several retrievers share it)."""
     from rag.pipeline import load_reranker
     from rag.rerank import load_reranking
 
     config = _rerank_config(args)
-    return load_reranking(retriever, config, load_reranker(config)) if config else retriever
+    return load_reranking(retriever, config, reranker or load_reranker(config)) if config else retriever
 
 
 def cmd_search(args) -> None:
@@ -158,8 +159,11 @@ def cmd_eval_retrieval(args) -> None:
     index = open_index(args.index)
     encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
     retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
-    if args.rerank:  # each retriever with and without reranking, side by side
-        retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args) for kind in kinds}
+    if args.rerank:  # each retriever with and without reranking, side by side, one reranker loaded for all
+        from rag.pipeline import load_reranker
+
+        reranker = load_reranker(_rerank_config(args))
+        retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args, reranker) for kind in kinds}
         kinds = list(retrievers)
     report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
     report = replace(report, configuration=_eval_configuration(args, index, retrievers=kinds), ceiling=_ceiling(index, examples))

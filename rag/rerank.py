@@ -37,7 +37,6 @@ class RerankingRetriever:
 
     def __init__(self, base: Retriever, reranker, depth: int, retrieval_weight: float):
         self.base, self.reranker, self.depth, self.retrieval_weight = base, reranker, depth, retrieval_weight
-        self.index = getattr(base, "index", None)
 
     def retrieve(self, questions: list[str], k: int) -> list[list[Hit]]:
         k = check_k(k)
