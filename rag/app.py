@@ -248,7 +248,7 @@ def render_passages(result: DemoResult) -> str:
 SCORE_MEANING = {
     "dense": "cosine similarity of the question and passage embeddings (1 = same meaning)",
     "bm25": "BM25 term-match score (higher = more of the question's rare words)",
-    "hybrid": "fusion of the dense and BM25 results (reciprocal-rank fusion by default: weighted 1/(60 + rank) summed over both rankings)",
+    "hybrid": "fusion of the dense and BM25 results (by default 0.8 x dense + 0.2 x BM25, each score min-max normalized over its top 100)",
 }
 
 
@@ -259,7 +259,7 @@ def _score_label(retriever: str, score: float, ranks: dict | None = None) -> str
         shown = " · ".join(f"{'BM25' if name == 'bm25' else name} #{rank}" if rank else f"{'BM25' if name == 'bm25' else name} not in top {SOURCE_DEPTH}" for name, rank in ranks.items())
         return f"{shown} (fused {score:.4f})"
     if retriever == "hybrid":
-        return f"fused score {score:.4f} (dense + BM25 ranks)"
+        return f"fused score {score:.4f} (dense + BM25)"
     return f"{retriever.upper() or 'retrieval'} score {score:.2f}"
 
 

@@ -7,11 +7,12 @@ import sys
 
 from rag import commands
 from rag.console import positive_int, printable, quiet_libraries
+from rag.encoders import SHIPPED_RETRIEVER
 from rag.index import KINDS, REFINES
 from rag.paths import checkpoints_dir, default_index
 from rag.precision import PRECISIONS, set_threads
 from rag.qa_data import FORMATS as QA_FORMATS
-from rag.retrieve import FUSIONS, RETRIEVERS
+from rag.retrieve import FUSIONS, RETRIEVERS, HybridConfig
 from rag.types import RagError
 
 DEFAULT_INDEX = str(default_index())
@@ -36,8 +37,9 @@ def _add_corpus_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _add_retriever_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--fusion", default="rrf", choices=FUSIONS, help="hybrid: reciprocal-rank fusion or linear mix of normalized scores")
-    p.add_argument("--dense-weight", type=float, default=0.5, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
+    p.add_argument("--fusion", default=HybridConfig.fusion, choices=FUSIONS, help="hybrid: reciprocal-rank fusion or linear mix of normalized scores "
+                   "(default: %(default)s, chosen by eval/tune_pipeline.py)")
+    p.add_argument("--dense-weight", type=float, default=HybridConfig.dense_weight, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
     p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-score the retriever's top N passages with a cross-encoder and keep the best k (0: off)")
     p.add_argument("--reranker", default="reader", help="with --rerank: 'reader' (the shipped span reader's passage-selection head) or a span-reader folder (default: %(default)s)")
     p.add_argument("--rerank-weight", type=float, default=None, help="with --rerank: order by W x retrieval score + reranker logit (default: the reader's score scale, 20; 0: the reranker alone)")
@@ -128,7 +130,8 @@ def _add_index_parsers(sub) -> None:
     _add_corpus_args(b, required=True)
     b.add_argument("--out", default=DEFAULT_INDEX, help="index folder to create (default: %(default)s)")
     b.add_argument("--kind", default="flat", choices=KINDS, help="FAISS index kind (default: %(default)s)")
-    b.add_argument("--encoder", default="default", help="'default' (offline MiniLM), a sentence-transformers hub id or path, or dpr:Q_MODEL,CTX_MODEL")
+    b.add_argument("--encoder", default=SHIPPED_RETRIEVER, help="'rag-retriever' (MiniLM passage vectors, the query tower trained by `rag train retriever`, models/retriever), "
+                   "'default' (offline MiniLM both sides), a sentence-transformers hub id or path, a two-tower folder, or dpr:Q_MODEL,CTX_MODEL (default: %(default)s)")
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     b.add_argument("--batch-size", type=int, default=64)
     b.add_argument("--fp16", action="store_true", help="half precision encoding on GPU")
@@ -237,9 +240,25 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     t.add_argument("--fresh", action="store_true", help="start from step 0 although --out holds a checkpoint (a resume must use the same settings)")
     t.set_defaults(func=commands.cmd_train)
-    subs = t.add_subparsers(dest="train_command", required=False, metavar="reader|generator|reranker")
+    subs = t.add_subparsers(dest="train_command", required=False, metavar="reader|generator|reranker|retriever")
     _add_train_squad_parsers(subs)
     _add_train_reranker_parser(subs)
+    _add_train_retriever_parser(subs)
+
+
+def _add_train_retriever_parser(sub) -> None:
+    """rag train retriever: DPR-style query-tower training against an index's passage vectors."""
+    from rag.train_retriever import RetrieverTrainConfig as C
+
+    r = sub.add_parser("retriever", help="train the dense retriever's query tower (DPR's recipe, every passage of the index a negative) "
+                       "on question/answer pairs; the passage vectors stay the index's")
+    r.add_argument("--questions", required=True, help="question/answer file(s), comma-separated (DPR .tsv topics, WebQuestions .json, NQ-open .jsonl ...)")
+    r.add_argument("--index", default=DEFAULT_INDEX, help="a flat or hnsw index: its passages are the candidates, its vectors the passage side (default: %(default)s)")
+    r.add_argument("--depth", type=positive_int, default=C.depth, help="positives: answer-bearing passages in the dense and BM25 top N (default: %(default)s)")
+    r.add_argument("--holdout", type=float, default=C.holdout, help="share of the questions kept aside and measured before and after (default: %(default)s)")
+    r.add_argument("--scale", type=float, default=C.scale, help="score = scale x cosine in the softmax (default: %(default)s)")
+    _add_fit_args(r, C, "encoder")  # --out, --batch-size (questions per step), --lr, --limit (per file) ...
+    r.set_defaults(func=commands.cmd_train_retriever)
 
 
 def _add_train_reranker_parser(sub) -> None:
@@ -251,6 +270,8 @@ def _add_train_reranker_parser(sub) -> None:
     r.add_argument("--index", default=DEFAULT_INDEX, help="index to retrieve positives and negatives from (default: %(default)s)")
     r.add_argument("--depth", type=positive_int, default=C.depth, help="passages retrieved per question (default: %(default)s)")
     r.add_argument("--negatives", type=positive_int, default=C.negatives, help="negatives beside each positive (default: %(default)s)")
+    r.add_argument("--holdout", type=float, default=C.holdout, help="share of the questions never trained on: with the same files and seed, "
+                   "the ones `rag train retriever` keeps aside (default: %(default)s)")
     _add_fit_args(r, C, "reranker")  # --out, --batch-size (questions per step), --lr, --limit (per file) ...
     r.set_defaults(func=commands.cmd_train_reranker)
 

@@ -345,11 +345,28 @@ def cmd_train_reranker(args) -> None:
 
     folder = train_reranker(RerankerTrainConfig(
         questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
-        negatives=args.negatives, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
+        holdout=args.holdout, negatives=args.negatives, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
         save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"reranker: {folder}")
     print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --rerank 100 --reranker {folder}")
+
+
+def cmd_train_retriever(args) -> None:
+    from rag.train_retriever import RetrieverTrainConfig, train_retriever
+
+    folder, held = train_retriever(RetrieverTrainConfig(
+        questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
+        holdout=args.holdout, scale=args.scale, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+        max_minutes=args.max_minutes, save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+    ))
+    if held.questions:
+        ks = sorted(held.before)
+        print(f"held-out training questions ({held.questions:,}, never trained on): " + ", ".join(
+            f"top-{k} {held.before[k]:.1f} -> {held.after[k]:.1f}" for k in ks))
+    print(f"encoder: {folder}")
+    print(f"use it: rag index build --corpus CORPUS --encoder {folder}   (the passage vectors are the index's encoder's: "
+          f"an index built with {args.index}'s encoder gets the same ones)")
 
 
 def cmd_export_reader(args) -> None:

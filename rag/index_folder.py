@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.encoders import Encoder, EncoderConfig, load_encoder
+from rag.encoders import Encoder, EncoderConfig, load_encoder, passage_side
 from rag.files import ArtifactKind, read_versioned_json, recover_folder, write_json_atomic
 from rag.index import DenseIndex, IndexConfig
 from rag.sharded import SHARD_DIR, ShardedIndex, shard_files
@@ -129,7 +129,9 @@ class IndexFolder:
 
 
 def check_encoder(manifest: Manifest, spec: str, folder: Path) -> None:
-    if spec != manifest.encoder:
+    """`spec` may search the index when it is the encoder the index was built with, or shares its passage
+    tower (a query tower trained by `rag train retriever` against an index of that encoder, or the reverse)."""
+    if spec != manifest.encoder and passage_side(spec) != passage_side(manifest.encoder):
         raise RagError(f"{folder} was built with encoder {manifest.encoder!r}, not {spec!r}: query vectors would not match its passage vectors. Use --encoder {manifest.encoder} or rebuild the index.")
 
 

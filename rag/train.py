@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from rag.checkpoint import CHECKPOINT_KIND, LOG_FILE, STATE_FILE, CheckpointRecord, is_checkpoint
-from rag.encoders import EncoderConfig, SentenceTransformerEncoder
+from rag.encoders import EncoderConfig, SentenceTransformerEncoder, TwoTowerEncoder, load_encoder, passage_side
 from rag.files import check_replaceable, fresh_scratch, publish_folder, recover_folder
 from rag.index_folder import IndexFolder, open_index
 from rag.paths import checkpoints_dir, default_index
@@ -116,8 +116,8 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
         raise RagError(f"{out} was trained against an index built with {state.index_encoder!r}, {config.index} uses {folder.manifest.encoder!r}")
     torch.manual_seed(config.seed)
     reader = _load_trainable_reader(config, out / "reader" if state else None)
-    query_encoder = _load_tower(out / "query_encoder" if state else None, folder, config.device)
-    passage_encoder = _load_tower(out / "passage_encoder" if state else None, folder, config.device) if config.refresh_every else None
+    query_encoder = _load_tower(out / "query_encoder" if state else None, folder.manifest.encoder, config.device)
+    passage_encoder = _load_tower(out / "passage_encoder" if state else None, passage_side(folder.manifest.encoder), config.device) if config.refresh_every else None
     vectors = passage_vectors(open_index(out / "index") if state and config.refresh_every else folder)
     from rag.index import DenseIndex
 
@@ -250,11 +250,13 @@ def _load_trainable_reader(config: TrainConfig, saved: Path | None) -> Trainable
     return SpanReader(ReaderConfig(model=str(saved) if saved else config.reader, device=config.device, max_length=config.max_length, precision="fp32"))
 
 
-def _load_tower(saved: Path | None, folder: IndexFolder, device: str | None) -> QueryTower:
-    spec = str(saved) if saved else folder.manifest.encoder
+def _load_tower(saved: Path | None, spec: str, device: str | None) -> QueryTower:
+    """A trainable tower: the saved one when resuming, else `spec`'s (a two-tower encoder's query side)."""
+    spec = str(saved) if saved else spec
     if spec.startswith("dpr:"):
         raise RagError("joint training supports sentence-transformers encoders; this index uses a DPR encoder")
-    return QueryTower(SentenceTransformerEncoder(EncoderConfig(spec=spec, device=device)))
+    encoder = load_encoder(EncoderConfig(spec=spec, device=device))
+    return QueryTower(encoder.query if isinstance(encoder, TwoTowerEncoder) else encoder)
 
 
 def _interleave(sets: list[list[QAExample]]) -> list[QAExample]:

@@ -29,6 +29,7 @@ class RerankerTrainConfig:
     index: str
     out: str
     limit: int = 0  # >0: the first N questions of each file
+    holdout: float = 0.0  # share of the questions kept aside, as `rag train retriever --holdout` does (same files and seed: the same questions)
     depth: int = 30  # passages retrieved per question: positives and negatives come from these
     negatives: int = 3  # negatives scored beside each positive
     batch_size: int = 4  # questions per optimizer step (each 1 + negatives passages)
@@ -57,8 +58,11 @@ def retrieved_groups(config: RerankerTrainConfig, progress: bool = True) -> list
     from rag.metrics import has_answer
     from rag.qa_data import load_qa
     from rag.retrieve import load_retriever
+    from rag.train_retriever import holdout_split
 
     examples = [ex for path in config.questions for ex in load_qa(path, limit=config.limit or None)]
+    if config.holdout:  # leave out the retriever's held-out questions (the same ones, given its files and seed)
+        examples = holdout_split(examples, config.holdout, config.seed)[1]
     retriever = load_retriever(open_index(config.index), "dense")
     groups = []
     for start in range(0, len(examples), 256):

@@ -73,7 +73,7 @@ def test_answers_notes_and_titles_are_escaped_on_the_page():
 
 def test_card_scores_say_what_they_are_per_retriever():
     hit = Hit(Passage("p", "T", "text"), 0.01639, 1)
-    assert "fused score 0.0164 (dense + BM25 ranks)" in render_passages(DemoResult("q", hits=(hit,), retriever="hybrid"))
+    assert "fused score 0.0164 (dense + BM25)" in render_passages(DemoResult("q", hits=(hit,), retriever="hybrid"))
     assert "similarity 0.02" in render_passages(DemoResult("q", hits=(hit,), retriever="dense"))
     assert 'title="BM25 term-match' in render_passages(DemoResult("q", hits=(hit,), retriever="bm25"))
     ranked = DemoResult("q", hits=(hit,), retriever="hybrid", source_ranks={hit.passage.id: {"dense": 3, "bm25": None}})

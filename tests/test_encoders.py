@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from rag.build import BuildConfig, build_index
-from rag.encoders import ENCODERS, DPREncoder, EncoderConfig, SentenceTransformerEncoder, default_model_path, load_encoder
+from rag.encoders import ENCODERS, DPREncoder, EncoderConfig, SentenceTransformerEncoder, TwoTowerEncoder, default_model_path, load_encoder
 from rag.types import Passage, RagError
 
 
@@ -29,7 +29,8 @@ def dpr_spec(tmp_path_factory) -> str:
 
 def test_the_spec_prefix_chooses_the_backend(dpr_spec):
     assert isinstance(load_encoder("default"), SentenceTransformerEncoder)
-    assert isinstance(load_encoder(dpr_spec), DPREncoder) and set(ENCODERS) == {"dpr:", ""}
+    assert isinstance(load_encoder(dpr_spec), DPREncoder) and set(ENCODERS) == {"dpr:", "rag-retriever", ""}
+    assert isinstance(load_encoder("rag-retriever"), TwoTowerEncoder)  # the shipped retriever, models/retriever
 
 
 def test_dpr_encodes_questions_and_title_text_pairs_with_its_two_towers(dpr_spec):

@@ -18,7 +18,7 @@ def _ids(hits: list[Hit]) -> list[str]:
 def test_rrf_order_differs_from_both_inputs():
     dense = _ranked(("A", 0.9), ("B", 0.8), ("C", 0.7))
     bm25 = _ranked(("C", 12.0), ("D", 11.0), ("B", 10.0))
-    fused = fuse(dense, bm25, 4, HybridConfig(fusion="rrf", rrf_k=60))
+    fused = fuse(dense, bm25, 4, HybridConfig(fusion="rrf", dense_weight=0.5, rrf_k=60))
     # 0.5 x: C 1/63 + 1/61, B 1/62 + 1/63, A 1/61, D 1/62
     assert _ids(fused) == ["C", "B", "A", "D"]
     assert _ids(fused) != _ids(dense) and _ids(fused)[:3] != _ids(bm25)
