@@ -18,7 +18,7 @@ fusion is chosen on held-out training questions (eval/tune_pipeline.py). Rows:
 
 Columns: top-1/5/20/100 retrieval accuracy (DPR's has-answer rule), questions/s in this run, and
 the ratio of top-20 to the base row's. Reranked rows are measured on their first questions only
-(a cross-encoder over 100 passages is ~0.5 s a question here); the base row is measured on the same
+(a cross-encoder over 100 passages is 0.5-1.7 s a question on 2 cores); the base row is measured on the same
 questions beside them. Plots go to eval/out/bench_retrieval-<set>.png, numbers to
 eval/out/bench_retrieval.json.
 """
