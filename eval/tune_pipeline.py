@@ -54,7 +54,7 @@ def main() -> int:
     dense = DenseRetriever(index, index.load_encoder(EncoderConfig(spec=args.retriever)))
     bm25 = BM25Retriever(index, bm25_for_index(index))
     settings = {"dense": None, "bm25": None} | {f"{fusion} w={w}": HybridConfig(fusion=fusion, dense_weight=w) for fusion in ("rrf", "linear") for w in WEIGHTS}
-    retrievers = {name: HybridRetriever(dense, bm25, config) if config else {"dense": dense, "bm25": bm25}[name] for name, config in settings.items()}
+    retrievers = {"dense": dense, "bm25": bm25} | {name: HybridRetriever(dense, bm25, config) for name, config in settings.items() if config}
     report = evaluate_retrieval(retrievers, held, KS)
     accuracy = report.accuracy()
     print(f"{len(held)} held-out training questions ({args.questions}), {len(index.store)} passages")

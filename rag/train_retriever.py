@@ -124,12 +124,12 @@ def train_retriever(config: RetrieverTrainConfig, progress: bool = True) -> tupl
     out = Path(config.out).resolve()
     check_replaceable(out, RETRIEVER_RUN_KIND, "Choose another --out.")
     folder = open_index(config.index)
+    torch.manual_seed(config.seed)
+    tower = _query_tower(folder, config.device)  # before the positives: an index of another encoder kind is refused at once
     held, train_examples = split_questions(config)
     groups = distant_positives(train_examples, folder, config.depth, progress)
     if not groups:
         raise RagError(f"no training question has an answer-bearing passage in its top {config.depth} over {config.index}")
-    torch.manual_seed(config.seed)
-    tower = _query_tower(folder, config.device)
     vectors = torch.as_tensor(passage_vectors(folder), device=tower.encoder.device)
     before = _holdout_accuracy(folder, tower, held)
     batches = epoch_batches([1] * len(groups), config.batch_size, config.epochs, config.seed)
