@@ -42,7 +42,7 @@ from rag.index_folder import open_index  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
-from rag.rerank import RerankingRetriever  # noqa: E402
+from rag.rerank import RerankConfig, RerankingRetriever, load_reranking  # noqa: E402
 from rag.retrieve import BM25Retriever, DenseRetriever, HybridConfig, HybridRetriever  # noqa: E402
 
 KS = (1, 5, 20, 100)
@@ -104,7 +104,6 @@ def retrievers(args, index) -> tuple[dict, dict]:
         rows["default pipeline"] = default
         if args.rerank:
             from rag.pipeline import load_reranker
-            from rag.rerank import RerankConfig, load_reranking
 
             config = RerankConfig(depth=args.rerank, reranker=args.reranker)
             reranked["+ reranking"] = load_reranking(trained, config, load_reranker(config))
@@ -117,7 +116,7 @@ def main() -> int:
     parser.add_argument("--retriever", default=SHIPPED_RETRIEVER, help="the trained query tower: rag-retriever (models/retriever) or a `rag train retriever` encoder folder")
     parser.add_argument("--joint", default=None, help="a `rag train` checkpoint whose query tower gets its own row")
     parser.add_argument("--rerank", type=int, default=100, help="passages re-scored per question in the reranked row (0: no such row)")
-    parser.add_argument("--reranker", default="reader", help="'reader' (the shipped span reader's selection head) or a span-reader folder")
+    parser.add_argument("--reranker", default=RerankConfig.reranker, help="'rag-reranker' (models/reranker), 'reader' (the shipped span reader's selection head) or a span-reader folder")
     parser.add_argument("--rerank-limit", type=int, default=300, help="questions of each set the reranked rows run on (0: all)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each set (quick runs)")
     parser.add_argument("--speed-questions", type=int, default=500, help="NQ-open questions timed through bm25s and rank-bm25 (0: skip)")

@@ -27,6 +27,7 @@ from rag.evaluate import evaluate_retrieval  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
+from rag.rerank import RerankConfig, load_reranking  # noqa: E402
 from rag.retrieve import BM25Retriever, DenseRetriever, HybridConfig, HybridRetriever  # noqa: E402
 from rag.train_retriever import RetrieverTrainConfig, split_questions  # noqa: E402
 
@@ -44,7 +45,8 @@ def main() -> int:
     parser.add_argument("--holdout", type=float, default=RetrieverTrainConfig.holdout)
     parser.add_argument("--seed", type=int, default=RetrieverTrainConfig.seed)
     parser.add_argument("--rerank", type=int, default=100, help="passages re-scored per question (0: skip the re-ranking rows)")
-    parser.add_argument("--reranker", default="reader", help="'reader' (the shipped span reader's selection head) or a span-reader folder")
+    parser.add_argument("--reranker", default=RerankConfig.reranker, help="rerankers to compare, comma-separated: 'reader' (the shipped span reader's selection head) or span-reader folders")
+    parser.add_argument("--rerank-max-lengths", default=f"{RerankConfig.max_length}", help="tokens per passage the reranker reads, comma-separated (each a row)")
     parser.add_argument("--rerank-limit", type=int, default=300, help="held-out questions the re-ranking rows run on")
     parser.add_argument("--out-dir", default="eval/out")
     args = parser.parse_args()
@@ -66,17 +68,20 @@ def main() -> int:
                "best_config": settings[best].__dict__, "accuracy": {r: {str(k): a for k, a in acc.items()} for r, acc in accuracy.items()}}
     if args.rerank:
         from rag.pipeline import load_reranker
-        from rag.rerank import RerankConfig, load_reranking
 
-        config = RerankConfig(depth=args.rerank, reranker=args.reranker)
-        reranker = load_reranker(config)
         head = held[: args.rerank_limit]
-        small = evaluate_retrieval({"dense": dense, f"dense + rerank {args.rerank}": load_reranking(dense, config, reranker)}, head, KS)
+        rows = {"dense": dense}
+        for name in args.reranker.split(","):
+            reranker = load_reranker(RerankConfig(reranker=name))
+            for tokens in (int(t) for t in args.rerank_max_lengths.split(",")):
+                config = RerankConfig(depth=args.rerank, reranker=name, max_length=tokens)
+                rows[f"dense + rerank {args.rerank} ({name}, {tokens} tokens)"] = load_reranking(dense, config, reranker)
+        small = evaluate_retrieval(rows, head, KS)
         reranked = small.accuracy()
-        print(f"\nre-ranking ({args.reranker}), first {len(head)} held-out questions")
+        print(f"\nre-ranking, first {len(head)} held-out questions")
         print(format_table(["retriever"] + [f"top-{k}" for k in KS] + ["questions/s"],
                            [[r] + [percent(a) for a in acc.values()] + [f"{small.runs[r].questions_per_second:.2f}"] for r, acc in reranked.items()]))
-        summary["reranked"] = {"questions": len(head), "reranker": args.reranker, "depth": args.rerank,
+        summary["reranked"] = {"questions": len(head), "rerankers": args.reranker, "max_lengths": args.rerank_max_lengths, "depth": args.rerank,
                                "accuracy": {r: {str(k): a for k, a in acc.items()} for r, acc in reranked.items()},
                                "questions_per_second": {r: run.questions_per_second for r, run in small.runs.items()}}
     print(f"wrote {write_json(Path(args.out_dir) / 'tune_pipeline.json', summary)}", file=sys.stderr)

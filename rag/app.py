@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from rag.paths import default_index
 from rag.pipeline import Pipeline, check_question
+from rag.rerank import RerankConfig
 from rag.retrieve import RETRIEVERS
 from rag.types import Answer, Hit, RagError, Span
 
@@ -38,6 +39,8 @@ class DemoConfig:
     retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
     k: int = 5  # passages per question, the slider's start value
     max_k: int = 20
+    rerank: int = 100  # passages the page's "Re-rank" box has the cross-encoder re-score (0: no box, no reranker loaded)
+    reranker: str = RerankConfig.reranker  # as for --reranker: rag-reranker (models/reranker), reader, or a span-reader folder
     device: str | None = None  # None: cuda when available, else cpu
     host: str = "127.0.0.1"  # localhost only unless asked; "0.0.0.0" listens on every interface
     port: int = 7860
@@ -53,6 +56,7 @@ class DemoModels:
 
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
     readers: dict[str, object] = field(default_factory=dict)  # label -> rag.pipeline.Reader; the first is the pipelines' own
+    rerankers: dict[str, object] = field(default_factory=dict)  # retriever kind -> that retriever re-ranked (rag.rerank.RerankingRetriever)
     about: str = ""  # which index and reader, shown under the title
     problem: str | None = None  # e.g. no index yet: shown on the page instead of a crash
     fix: str | None = None  # the command that fixes the problem
@@ -68,6 +72,7 @@ class DemoResult:
     seconds: float = 0.0  # retrieve + read
     retrieve_seconds: float = 0.0  # encode the question + search (the page shows both parts)
     retriever: str = ""  # dense, bm25 or hybrid: says what the passages' scores are
+    reranked_from: int = 0  # the passages were re-ranked from the retriever's top N (0: not re-ranked)
     reader: str = ""  # the reader's label
     source_ranks: dict = field(default_factory=dict)  # hybrid: passage id -> {"dense": rank, "bm25": rank} (None: not in that top list)
 
@@ -110,14 +115,32 @@ def load_models(config: DemoConfig) -> DemoModels:
         retrievers["bm25"] = load_retriever(index, "bm25")  # loaded once: hybrid fuses these same two retrievers
         retrievers["hybrid"] = HybridRetriever(dense.retriever, retrievers["bm25"])
     pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
+    rerankers, note = {}, ""
+    if config.rerank and not _reranker_installed(config.reranker):  # the page works without it: no re-rank box
+        note = f" Re-ranking is off: `{config.reranker}` (models/reranker) is not installed."
+    elif config.rerank:
+        from rag.pipeline import load_reranker
+        from rag.rerank import load_reranking
+
+        rerank = RerankConfig(depth=config.rerank, reranker=config.reranker, device=config.device)
+        reranker = load_reranker(rerank, dense.reader)  # one cross-encoder for every retriever
+        rerankers = {kind: load_reranking(retrievers[kind], rerank, reranker) for kind in config.retrievers}
     readers = {SPAN_READER if config.reader == "default" else config.reader: dense.reader, **(_shipped_generators(config) if config.generators else {})}
-    about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Readers: {', '.join(f'`{r}`' for r in readers)}."
+    about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Readers: {', '.join(f'`{r}`' for r in readers)}.{note}"
     if getattr(dense.reader, "trained", True) is False:
         about += " The reader is **untrained**: its answers are random spans, not predictions (train one with `rag train reader`)."
-    return DemoModels(pipelines, readers, about)
+    return DemoModels(pipelines, readers, rerankers, about)
 
 
 SPAN_READER = "span reader"
+
+
+def _reranker_installed(spec: str) -> bool:
+    """False only for the shipped reranker when models/reranker is missing (another --reranker that fails to load is an error)."""
+    from rag.paths import SHIPPED_RERANKER, shipped_model
+    from rag.rerank import SHIPPED_RERANKER_SPEC
+
+    return spec != SHIPPED_RERANKER_SPEC or shipped_model(SHIPPED_RERANKER) is not None
 
 
 def _shipped_generators(config: DemoConfig) -> dict:
@@ -137,8 +160,9 @@ def _shipped_generators(config: DemoConfig) -> dict:
 # --- answering -------------------------------------------------------------------------------
 
 
-def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str | None = None) -> DemoResult:
-    """One question through the chosen retriever and reader (None: the first): retrieve the top k passages, read them, answer."""
+def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str | None = None, rerank: bool = False) -> DemoResult:
+    """One question through the chosen retriever (re-ranked when `rerank`) and reader (None: the first):
+    retrieve the top k passages, read them, answer."""
     if models.problem:
         return DemoResult(question or "", error=f"{models.problem}\nBuild one with: {models.fix}" if models.fix else models.problem)
     try:
@@ -148,9 +172,12 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         reader = reader or next(iter(models.readers), "")
         if reader not in models.readers:
             raise RagError(f"Reader {reader!r} is not loaded; choose from {', '.join(models.readers)}.")
+        if rerank and kind not in models.rerankers:
+            raise RagError("Re-ranking is off in this demo (started with --rerank 0, or models/reranker is not installed).")
         pipeline = models.pipelines[kind]
+        retriever = models.rerankers[kind] if rerank else pipeline.retriever
         start = time.perf_counter()
-        hits = pipeline.retriever.retrieve([checked.text], int(k))[0]
+        hits = retriever.retrieve([checked.text], int(k))[0]
         retrieved = time.perf_counter()
         answer = models.readers[reader].read([checked.text], [hits])[0] if hits else None
         seconds = time.perf_counter() - start
@@ -163,7 +190,8 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind, reader=reader, source_ranks=sources)
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind,
+                      reranked_from=retriever.depth if rerank else 0, reader=reader, source_ranks=sources)
 
 
 SOURCE_DEPTH = 100  # how deep the page looks up a fused passage's rank in each of the two rankings
@@ -184,7 +212,8 @@ def _source_ranks(hybrid, question: str, hits: list[Hit]) -> dict:
 
 def result_json(result: DemoResult) -> dict:
     """What the JSON API returns for one question."""
-    base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds, "retriever": result.retriever, "reader": result.reader}
+    base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds, "retriever": result.retriever,
+            "reranked_from": result.reranked_from, "reader": result.reader}
     if result.answer is None:
         return {**base, "answer": "", "probability": 0.0, "passages": [h.to_json() for h in result.hits]}
     data = result.answer.to_json()
@@ -241,7 +270,8 @@ def render_passages(result: DemoResult) -> str:
             f'<span class="rag-score" title="{SCORE_MEANING.get(result.retriever, "")}">{_score_label(result.retriever, hit.score, result.source_ranks.get(hit.passage.id))}</span>{share}</div>'
             f'<div class="rag-text">{highlight(hit.passage.text, mine)}</div></div>'
         )
-    return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages</div>{"".join(cards)}</div>'
+    reranked = f", re-ranked by the cross-encoder from the retriever's top {result.reranked_from}" if result.reranked_from else ""
+    return f'<div class="rag-cards"><div class="rag-cards-label">Top {len(result.hits)} passages{reranked}</div>{"".join(cards)}</div>'
 
 
 # What a card's score means, per retriever (shown as the score's tooltip).
@@ -291,8 +321,8 @@ def build_app(models: DemoModels, config: DemoConfig):
     reader_labels = list(models.readers) or [config.reader]
     ready = models.problem is None
 
-    def on_ask(question: str, kind: str, k: float, reader: str) -> tuple[str, str]:
-        result = ask(models, question, kind, int(k), reader)  # Gradio refuses a k outside the slider's range
+    def on_ask(question: str, kind: str, k: float, reader: str, rerank: bool = False) -> tuple[str, str]:
+        result = ask(models, question, kind, int(k), reader, bool(rerank))  # Gradio refuses a k outside the slider's range
         return render_answer(result), render_passages(result)
 
     with gr.Blocks(title="rag: ask Wikipedia", analytics_enabled=False) as app:
@@ -309,19 +339,26 @@ def build_app(models: DemoModels, config: DemoConfig):
             kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
             k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
             reader = gr.Radio(reader_labels, value=reader_labels[0], label="Reader", elem_id="reader", interactive=ready)
+            rerank = gr.Checkbox(False, label=f"Re-rank the top {config.rerank} (~1 s on 2 CPU cores)", elem_id="rerank",
+                                 interactive=ready and bool(models.rerankers), visible=bool(config.rerank))
         examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")
         passages = gr.HTML(elem_id="passages")
-        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k, reader], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
+        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
 
         def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
             """JSON API (POST /gradio_api/call/answer, or gradio_client's predict(..., api_name="/answer")):
             the answer, its probability and the passages read, as data; "error" when it could not answer."""
             return result_json(ask(models, question, retriever, int(k), reader))
 
+        def reranked_answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
+            """As /answer, with the retriever's top passages re-ranked by the cross-encoder first (the page's re-rank box)."""
+            return result_json(ask(models, question, retriever, int(k), reader, rerank=True))
+
         gr.api(answer_as_data, api_name="answer", concurrency_id="pipeline")
+        gr.api(reranked_answer_as_data, api_name="answer_reranked", concurrency_id="pipeline")
         # A click on an example fills the box, then asks it with the chosen retriever and k.
-        examples.load_input_event.then(on_ask, inputs=[question, kind, k, reader], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
+        examples.load_input_event.then(on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
     # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).
     app.queue(default_concurrency_limit=1)
     return app

@@ -12,6 +12,7 @@ from rag.index import KINDS, REFINES
 from rag.paths import checkpoints_dir, default_index
 from rag.precision import PRECISIONS, set_threads
 from rag.qa_data import FORMATS as QA_FORMATS
+from rag.rerank import RerankConfig
 from rag.retrieve import FUSIONS, RETRIEVERS, HybridConfig
 from rag.types import RagError
 
@@ -41,7 +42,9 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
                    "(default: %(default)s, chosen by eval/tune_pipeline.py)")
     p.add_argument("--dense-weight", type=float, default=HybridConfig.dense_weight, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
     p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-score the retriever's top N passages with a cross-encoder and keep the best k (0: off)")
-    p.add_argument("--reranker", default="reader", help="with --rerank: 'reader' (the shipped span reader's passage-selection head) or a span-reader folder (default: %(default)s)")
+    p.add_argument("--reranker", default=RerankConfig.reranker, help="with --rerank: 'rag-reranker' (models/reranker, trained on retrieved passages), 'reader' (the shipped span reader's "
+                   "passage-selection head) or a span-reader folder (default: %(default)s)")
+    p.add_argument("--rerank-max-length", type=int, default=RerankConfig.max_length, metavar="TOKENS", help="with --rerank: tokens of question + passage the cross-encoder reads (default: %(default)s)")
     p.add_argument("--rerank-weight", type=float, default=None, help="with --rerank: order by W x retrieval score + reranker logit (default: the reader's score scale, 20; 0: the reranker alone)")
 
 
@@ -257,6 +260,8 @@ def _add_train_retriever_parser(sub) -> None:
     r.add_argument("--depth", type=positive_int, default=C.depth, help="positives: answer-bearing passages in the dense and BM25 top N (default: %(default)s)")
     r.add_argument("--holdout", type=float, default=C.holdout, help="share of the questions kept aside and measured before and after (default: %(default)s)")
     r.add_argument("--scale", type=float, default=C.scale, help="score = scale x cosine in the softmax (default: %(default)s)")
+    r.add_argument("--squad", default=C.squad, help="also train on a SQuAD file's questions, each with its own paragraph as the positive")
+    r.add_argument("--squad-questions", type=int, default=C.squad_questions, help="with --squad: a seeded sample of N of its questions (0: all)")
     _add_fit_args(r, C, "encoder")  # --out, --batch-size (questions per step), --lr, --limit (per file) ...
     r.set_defaults(func=commands.cmd_train_retriever)
 
@@ -292,6 +297,8 @@ def _add_demo_parser(sub) -> None:
     d.add_argument("--retrievers", type=lambda text: [k.strip() for k in text.split(",") if k.strip()], default=None, metavar="KINDS",
                    help="comma-separated, as for rag eval: retrievers to load and offer, of dense, bm25, hybrid (default: all three)")
     d.add_argument("-k", type=positive_int, default=5, help="passages to read per question, the page's starting value")
+    d.add_argument("--rerank", type=int, default=RerankConfig.depth, metavar="N", help="the page's re-rank box re-scores the top N passages (0: no box; default: %(default)s)")
+    d.add_argument("--reranker", default=RerankConfig.reranker, help="as for rag ask (default: %(default)s)")
     d.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
     d.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: localhost only; 0.0.0.0 for all)")
     d.add_argument("--port", type=int, default=7860)

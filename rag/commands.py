@@ -87,7 +87,7 @@ def _rerank_config(args):
 
     if args.rerank < 0:
         raise RagError(f"--rerank must be 0 (off) or more, not {args.rerank}")
-    return RerankConfig(depth=args.rerank, reranker=args.reranker, retrieval_weight=args.rerank_weight, device=getattr(args, "device", None)) if args.rerank else None
+    return RerankConfig(depth=args.rerank, reranker=args.reranker, retrieval_weight=args.rerank_weight, max_length=args.rerank_max_length, device=getattr(args, "device", None)) if args.rerank else None
 
 
 def _maybe_reranked(retriever, args, reranker=None):
@@ -357,7 +357,7 @@ def cmd_train_retriever(args) -> None:
 
     folder, held = train_retriever(RetrieverTrainConfig(
         questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
-        holdout=args.holdout, scale=args.scale, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
+        holdout=args.holdout, scale=args.scale, squad=args.squad, squad_questions=args.squad_questions, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps,
         max_minutes=args.max_minutes, save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
     ))
     if held.questions:
@@ -383,4 +383,6 @@ def cmd_demo(args) -> None:
     from rag.app import DemoConfig, launch_demo
 
     retrievers = {"retrievers": tuple(args.retrievers)} if args.retrievers else {}
-    launch_demo(DemoConfig(index=args.index, reader=args.reader, k=args.k, device=args.device, host=args.host, port=args.port, **retrievers))
+    if args.rerank < 0:
+        raise RagError(f"--rerank must be 0 (off) or more, not {args.rerank}")
+    launch_demo(DemoConfig(index=args.index, reader=args.reader, k=args.k, rerank=args.rerank, reranker=args.reranker, device=args.device, host=args.host, port=args.port, **retrievers))

@@ -190,8 +190,14 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
 
 
 def load_reranker(config, loaded: Reader | None = None) -> Reader:
-    """The span reader a rag.rerank.RerankConfig names: "reader" is the shipped one (`loaded`, when it
-    is already in memory, so that it is loaded once), else a span-reader folder."""
+    """The span reader a rag.rerank.RerankConfig names: "rag-reranker" is models/reranker, "reader" the shipped
+    span reader (`loaded`, when it is already in memory, so that it is loaded once), else a span-reader folder."""
+    from rag.paths import SHIPPED_RERANKER, models_dir, shipped_model
+    from rag.rerank import SHIPPED_RERANKER_SPEC
+
     if config.reranker == "reader" and loaded is not None:
         return loaded
-    return load_reader("default" if config.reranker == "reader" else config.reranker, ReaderOptions(config.device, None, config.precision))
+    source = {"reader": "default", SHIPPED_RERANKER_SPEC: shipped_model(SHIPPED_RERANKER)}.get(config.reranker, config.reranker)
+    if source is None:
+        raise RagError(f"--reranker {SHIPPED_RERANKER_SPEC}: {models_dir() / SHIPPED_RERANKER} is not there; use --reranker reader, or train one with `rag train reranker`")
+    return load_reader(str(source), ReaderOptions(config.device, None, config.precision))

@@ -95,7 +95,10 @@ class SpanReader:
             self.config = config = replace(config, **trained_with)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            qa = AutoModelForQuestionAnswering.from_pretrained(source).float()  # shipped weights are fp16: compute in fp32 or bf16
+            # Shipped weights are fp16: compute in fp32 or bf16. On CPU, plain (eager) attention: at ~110
+            # tokens torch's CPU flash-attention kernel took a quarter of the reader's time, eager ~10% less in all.
+            attention = {"attn_implementation": "eager"} if self.device == "cpu" else {}
+            qa = AutoModelForQuestionAnswering.from_pretrained(source, **attention).float()
         except (OSError, ValueError) as e:
             raise RagError(f"cannot load reader {config.model!r}: {e}") from e
         # A saved reader folder or a hub QA checkpoint has trained heads; the bare MiniLM gets random ones.
@@ -119,7 +122,7 @@ class SpanReader:
 
     def encode(self, question: str, passages: list[Passage]) -> ReaderInputs:
         torch = self._torch
-        seconds = [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
+        seconds = _second_segments(passages)
         question = self._fit_question(question)
         enc = self.tokenizer(
             [question] * len(passages), seconds, truncation="only_second", max_length=self.config.max_length,
@@ -149,13 +152,27 @@ class SpanReader:
         start, end, select = (t.float() for t in self.model(inputs.features))
         return span_log_probs(start, end, inputs.starts, inputs.ends, self.config.max_answer_tokens), select
 
-    def rerank_logits(self, question: str, passages: list[Passage]) -> np.ndarray:
-        """The passage-selection logit of each passage (rag.rerank's cross-encoder score)."""
+    def rerank_logits(self, question: str, passages: list[Passage], max_length: int | None = None) -> np.ndarray:
+        """The passage-selection logit of each passage (rag.rerank's cross-encoder score), reading at most
+        `max_length` tokens of each (None: the reader's max_length).
+
+        Passages are batched shortest first, so a batch pads to its own longest, not to the longest
+        of all (measured: 100 passages 1.6 s -> 1.1 s on 2 cores); no character offsets are needed."""
         torch = self._torch
+        logits = np.zeros(len(passages), dtype=np.float32)
+        if not passages:
+            return logits
+        max_length = max_length or self.config.max_length
+        question = cut_question(self.tokenizer, question, max_length // 2)
+        enc = self.tokenizer([question] * len(passages), _second_segments(passages), truncation="only_second", max_length=max_length)
+        order = sorted(range(len(passages)), key=lambda i: len(enc["input_ids"][i]))
+        names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         with torch.inference_mode():
-            parts = [self.model(self.encode(question, passages[i : i + self.config.batch_size]).features)[2].float()
-                     for i in range(0, len(passages), self.config.batch_size)]
-        return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+            for start in range(0, len(order), self.config.batch_size):
+                rows = order[start : start + self.config.batch_size]
+                batch = self.tokenizer.pad([{k: enc[k][i] for k in names} for i in rows], return_tensors="pt")
+                logits[rows] = self.model({k: v.to(self.device) for k, v in batch.items()})[2].float().cpu().numpy()
+        return logits
 
     def passage_log_probs(self, retrieval_scores, select_logits):
         """log p(z | q) over the K passages: retrieval scores re-ranked by the selection head."""
@@ -237,6 +254,11 @@ class SpanReader:
         self.tokenizer.save_pretrained(folder)
         save_file({k: v.detach().cpu().float().contiguous() for k, v in self.model.select.state_dict().items()}, str(folder / SELECTION_FILE))
         (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
+
+
+def _second_segments(passages: list[Passage]) -> list[str]:
+    """The reader's second segment per passage: `title [SEP] text` (the text alone when untitled)."""
+    return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
 
 
 def cut_question(tokenizer, question: str, budget: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Protocol
 
@@ -104,7 +104,8 @@ def _resumable(out: Path, config, kind: ArtifactKind) -> dict | None:
     if not (out / RUN_FILE).exists():
         return None
     run = read_versioned_json(out / RUN_FILE, kind.format)
-    changed = [k for k, v in asdict(config).items() if k not in RESUME_FREE and run["config"].get(k) != (list(v) if isinstance(v, tuple) else v)]  # JSON: tuples are lists
+    defaults = {f.name: f.default for f in fields(config)}  # a setting added since the checkpoint was written had its default then
+    changed = [k for k, v in asdict(config).items() if k not in RESUME_FREE and run["config"].get(k, defaults[k]) != (list(v) if isinstance(v, tuple) else v)]  # JSON: tuples are lists
     if changed:
         raise RagError(f"{out} was trained with other settings ({', '.join(changed)}): use the same ones to resume, or another --out")
     return run

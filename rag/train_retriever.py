@@ -3,7 +3,8 @@
 Data: questions with answers only (DPR's NQ dev and TriviaQA dev topics, WebQuestions train). For
 each question, the top `depth` passages of dense and of BM25 retrieval are collected; those that
 hold an answer (DPR's rule) are its positives (DPR's "distant supervision"); questions with none
-are dropped.
+are dropped. With `squad`, SQuAD questions join them, each with its own paragraph as the positive
+(`squad_pairs`; measured: no gain on the held-out questions, see README).
 
 Loss: the question's vector q scores every passage of the index, s_z = scale * q . d_z, and the
 loss is -log sum_{z positive} softmax(s)_z. Every passage of the index is a negative: the BM25 and
@@ -30,7 +31,7 @@ import numpy as np
 from rag.console import log
 from rag.files import ArtifactKind, check_replaceable
 from rag.supervised import RUN_FILE, fit
-from rag.types import QAExample, RagError
+from rag.types import Passage, QAExample, RagError
 
 RETRIEVER_RUN_KIND = ArtifactKind("a retriever-training checkpoint", RUN_FILE, "rag-retriever-training v1")
 
@@ -42,6 +43,8 @@ class RetrieverTrainConfig:
     out: str
     limit: int = 0  # >0: the first N questions of each file
     depth: int = 100  # positives: answer-bearing passages in the dense and the BM25 top `depth`
+    squad: str = ""  # a SQuAD file: its questions with their own paragraph as the positive (DPR's "question -> its paragraph" pairs)
+    squad_questions: int = 0  # how many of them (a seeded sample; 0: all): their paragraphs join the index's passages as candidates
     holdout: float = 0.05  # share of the questions kept aside to measure the run (never trained on)
     scale: float = 20.0  # s = scale * cosine: the softmax temperature (sentence-transformers' MNRL uses 20)
     batch_size: int = 32
@@ -93,6 +96,26 @@ def distant_positives(examples: list[QAExample], folder, depth: int, progress: b
     return found
 
 
+def squad_pairs(config: RetrieverTrainConfig, passage_spec: str, first_row: int, progress: bool = True) -> tuple[np.ndarray, list[Positives]]:
+    """SQuAD questions, each with its own paragraph as the one positive: (the paragraphs' vectors, by
+    `passage_spec`, and the questions, whose rows count from `first_row`). The paragraphs of one article
+    are each other's hard negatives. SQuAD's questions are written with the paragraph in view, so
+    they teach matching by content words, which questions asked without the text (NQ's) lack."""
+    from rag.encoders import EncoderConfig, load_encoder
+    from rag.train_reader import load_squad
+
+    questions = load_squad(config.squad)
+    if config.squad_questions:
+        questions = random.Random(config.seed).sample(questions, min(config.squad_questions, len(questions)))
+    rows: dict[tuple[str, str], int] = {}
+    for q in questions:
+        rows.setdefault((q.title, q.context), first_row + len(rows))
+    log(f"SQuAD: {len(questions):,} questions, {len(rows):,} paragraphs to encode", progress)
+    encoder = load_encoder(EncoderConfig(spec=passage_spec, device=config.device))
+    vectors = encoder.encode_passages([Passage(f"squad-{r}", title, context) for (title, context), r in rows.items()])
+    return vectors, [Positives(q.question, (rows[(q.title, q.context)],)) for q in questions]
+
+
 def split_questions(config: RetrieverTrainConfig) -> tuple[list[QAExample], list[QAExample]]:
     """(held-out, training) questions: the files read, shuffled by `seed`, the first `holdout` share kept aside.
     eval/tune_pipeline.py tunes on the same held-out questions, which no training step has seen."""
@@ -130,7 +153,11 @@ def train_retriever(config: RetrieverTrainConfig, progress: bool = True) -> tupl
     groups = distant_positives(train_examples, folder, config.depth, progress)
     if not groups:
         raise RagError(f"no training question has an answer-bearing passage in its top {config.depth} over {config.index}")
-    vectors = torch.as_tensor(passage_vectors(folder), device=tower.encoder.device)
+    vectors = passage_vectors(folder)
+    if config.squad:  # their paragraphs are extra candidates after the index's rows, for every question
+        extra, squad_groups = squad_pairs(config, passage_side(folder.manifest.encoder), first_row=len(vectors), progress=progress)
+        vectors, groups = np.concatenate([vectors, extra]), groups + squad_groups
+    vectors = torch.as_tensor(vectors, device=tower.encoder.device)
     before = _holdout_accuracy(folder, tower, held)
     batches = epoch_batches([1] * len(groups), config.batch_size, config.epochs, config.seed)
     trainee = _QueryTowerTrainee(tower, groups, vectors, config.scale, passage_side(folder.manifest.encoder))

@@ -111,6 +111,7 @@ def test_cli_parses_demo_options():
     args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25,dense"])
     assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25", "dense"])
     assert build_parser().parse_args(["demo"]).host == "127.0.0.1"  # localhost unless asked
+    assert (build_parser().parse_args(["demo"]).rerank, build_parser().parse_args(["demo", "--rerank", "0"]).rerank) == (100, 0)
     with pytest.raises(RagError, match="k must be between 1 and 20"):
         DemoConfig(k=50)
 
@@ -171,6 +172,17 @@ def test_api_answers_with_each_retriever(client, kind):
         assert passages_html.count("dense #") + passages_html.count("dense not in top") == 3 and "BM25 " in passages_html
 
 
+def test_api_reranks_when_asked_and_says_so(client):
+    """The re-rank box: the retriever's top 100 re-scored by models/reranker, the page says what it read."""
+    plain = client.predict("Who wrote Dracula?", 5, "dense", "span reader", api_name="/answer")
+    reranked = client.predict("Who wrote Dracula?", 5, "dense", "span reader", api_name="/answer_reranked")
+    assert (plain["reranked_from"], reranked["reranked_from"]) == (0, 100)
+    assert reranked["answer"] == "Bram Stoker" and "Bram Stoker" in reranked["passages"][0]["text"]
+    assert [p["id"] for p in reranked["passages"]] != [p["id"] for p in plain["passages"]]  # a new order, not the retriever's
+    _, passages_html = client.predict(QUESTION, "dense", 3, "span reader", True, api_name="/ask")
+    assert "re-ranked by the cross-encoder from the retriever's top 100" in passages_html and cards(passages_html) == 3
+
+
 def test_json_api_over_plain_http(demo):
     """POST the question, GET the result: the answer, its probability and the passages as data."""
     import json
@@ -225,6 +237,8 @@ def test_untrained_reader_is_announced_on_the_page(small_index, tmp_path, monkey
     monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # no shipped reader: the untrained MiniLM head
     untrained = load_models(DemoConfig(index=str(small_index.path), retrievers=("bm25",)))
     assert "**untrained**" in untrained.about
+    assert "Re-ranking is off" in untrained.about and not untrained.rerankers  # no models/reranker either: no box, no crash
+    assert "Re-ranking is off in this demo" in ask(untrained, "Who wrote Dracula?", "bm25", 3, rerank=True).error
     monkeypatch.delenv("RAG_MODELS_DIR")
     assert "untrained" not in load_models(DemoConfig(index=str(small_index.path), retrievers=("bm25",))).about
 
@@ -292,6 +306,11 @@ def test_browser_question_to_answer_with_highlighted_passage(demo):
             page.wait_for_function("document.querySelector('#answer .rag-answer-text')?.innerText.includes('Bram Stoker')", timeout=30_000)
             assert "ms, read" in page.locator("#answer .rag-answer-score").inner_text()  # retrieve / read times on the page
             assert page.locator("#passages .rag-weight").count() == 0  # the span reader shows no per-passage RAG weights
+            page.get_by_label("Re-rank the top 100").check()  # the cross-encoder, switched on from the page
+            page.get_by_role("button", name="Ask").click()
+            page.get_by_text("re-ranked by the cross-encoder").wait_for(timeout=30_000)
+            assert page.locator("#answer .rag-answer-text").inner_text().strip() == "Bram Stoker"
+            page.get_by_label("Re-rank the top 100").uncheck()
             page.get_by_label("RAG-Token").check()  # the shipped generator, chosen on the page
             page.get_by_role("button", name="Ask").click()
             page.locator("#passages .rag-weight").first.wait_for(timeout=60_000)

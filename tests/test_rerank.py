@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ class FixedLogits:
     def __init__(self, logits: dict[str, float]):
         self.logits = logits
 
-    def rerank_logits(self, question, passages):
+    def rerank_logits(self, question, passages, max_length=None):
         return [self.logits.get(p.id, 0.0) for p in passages]
 
 
@@ -45,17 +46,23 @@ def test_reader_weighting_keeps_answer_passages_on_top(small_index):
         assert answer in top.passage.text, (question, top.passage.title)
 
 
-def test_rerank_is_refused_below_one_and_needs_a_span_reader(small_index, tmp_path):
+def test_rerank_is_refused_below_one_and_needs_a_span_reader(small_index, tmp_path, monkeypatch):
     with pytest.raises(RagError, match="--rerank must be 1 or more"):
         RerankConfig(depth=0)
     with pytest.raises(RagError, match="not a span reader"):
         config = RerankConfig(reranker="rag-sequence")
         load_reranking(load_retriever(small_index, "bm25"), config, load_reranker(config))
+    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # models/reranker missing: say where it was looked for
+    with pytest.raises(RagError, match=f"{tmp_path / 'reranker'} is not there"):
+        load_reranker(RerankConfig())
 
 
 def test_pipeline_and_cli_rerank(small_index, tmp_path, capsys):
-    pipeline = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20))
+    pipeline = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20, reranker="reader"))
     assert isinstance(pipeline.retriever, RerankingRetriever) and pipeline.retriever.reranker is pipeline.reader  # one reader in memory
+    shipped = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20))  # default: models/reranker
+    assert Path(shipped.retriever.reranker.config.model).name == "reranker" and shipped.retriever.max_length == 128
+    assert shipped.answer(["who wrote dracula"])[0].text == "Bram Stoker"
     assert pipeline.answer(["who wrote dracula"])[0].text == "Bram Stoker"
     assert main(["search", "who wrote dracula", "--index", str(small_index.path), "--rerank", "20", "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
@@ -70,7 +77,7 @@ def test_eval_retrieval_shows_each_retriever_with_and_without_reranking(small_in
     out = tmp_path / "r"
     assert main(["eval", "retrieval", "--qa", str(qa), "--index", str(small_index.path), "--retrievers", "bm25", "--rerank", "10", "--k", "1,5", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["configuration"]["reranker"] == "reader, top 10"
+    assert report["configuration"]["reranker"] == "rag-reranker, top 10"
     assert set(report["configuration"]["retrievers"]) == {"bm25", "bm25 + rerank 10"}
 
 
@@ -79,6 +86,22 @@ def test_reader_rerank_logits_are_one_per_passage():
     passages = [Passage(str(i), "Dracula", text) for i, text in enumerate(("Dracula is a novel by Bram Stoker.", "Paris is in France.", "x"))]
     assert reader.rerank_logits("who wrote dracula", passages).shape == (3,)
     assert reader.rerank_logits("who wrote dracula", []).shape == (0,)
+
+
+def test_rerank_logits_batched_shortest_first_match_one_at_a_time(small_index):
+    """Passages are batched by length (less padding): each logit must still land on its own passage."""
+    from dataclasses import replace
+
+    reader = load_reader("default")
+    reader.config = replace(reader.config, batch_size=3)
+    hits = load_retriever(small_index, "bm25").retrieve(["who wrote dracula"], 10)[0]
+    passages = [h.passage for h in hits][::-1]  # not in length order
+    assert len({len(p.text) for p in passages}) > 3
+    batched = reader.rerank_logits("who wrote dracula", passages)
+    alone = [float(reader.rerank_logits("who wrote dracula", [p])[0]) for p in passages]
+    assert max(alone) - min(alone) > 1  # distinct logits, so a passage given another's would show
+    assert batched == pytest.approx(alone, abs=0.05)  # bf16: padding changes the last bits
+    assert reader.model.qa.config._attn_implementation == "eager"  # on CPU (see SpanReader: faster than the flash kernel here)
 
 
 def test_train_reranker_on_retrieved_passages_then_rerank_with_it(small_index, tmp_path, capsys):

@@ -13,7 +13,7 @@ from rag.index_folder import open_index
 from rag.qa_data import load_qa
 from rag.retrieve import DenseRetriever
 from rag.train_retriever import RetrieverTrainConfig, _QueryTowerTrainee, _query_tower, distant_positives, split_questions
-from rag.types import RagError
+from rag.types import Passage, RagError
 
 QA = [("who wrote dracula", "Bram Stoker"), ("who painted guernica", "Picasso"), ("in which city is the eiffel tower", "Paris"),
       ("what is the capital of france", "Paris")]
@@ -131,3 +131,27 @@ def test_the_shipped_retriever_is_the_build_default_and_finds_answer_passages(sm
     hits = DenseRetriever(small_index, encoder).retrieve([q for q, _ in SHIPPED_QUESTIONS], 1)
     assert [has_answer(h[0].passage.text, [a]) for h, (_, a) in zip(hits, SHIPPED_QUESTIONS)] == [True] * len(SHIPPED_QUESTIONS)
     assert next(iter(encoder.model.parameters())).dtype.is_floating_point and str(next(iter(encoder.model.parameters())).dtype) == "torch.float32"
+
+
+def test_squad_pairs_are_each_question_with_its_own_paragraph_after_the_index_rows(small_index, tmp_path, capsys):
+    from rag.encoders import load_encoder as load
+    from rag.train_reader import load_squad
+    from rag.train_retriever import squad_pairs
+
+    squad = "../shared/data/squad/dev-v1.1.json"
+    config = RetrieverTrainConfig(questions=(), index=str(small_index.path), out="-", squad=squad, squad_questions=12)
+    vectors, groups = squad_pairs(config, "default", first_row=len(small_index.store), progress=False)
+    assert len(groups) == 12 and len(vectors) == len({g.rows for g in groups})
+    assert all(len(g.rows) == 1 and len(small_index.store) <= g.rows[0] < len(small_index.store) + len(vectors) for g in groups)
+    by_question = {q.question: q for q in load_squad(squad)}
+    first = groups[0]
+    own = by_question[first.question]
+    expected = load("default").encode_passages([Passage("x", own.title, own.context)])[0]
+    assert np.allclose(vectors[first.rows[0] - len(small_index.store)], expected, atol=1e-3)  # the row is its own paragraph's vector
+    # and the CLI trains on them beside the distant positives
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in QA))
+    out = tmp_path / "retriever"
+    assert main(["train", "retriever", "--questions", str(qa), "--index", str(small_index.path), "--out", str(out), "--depth", "20",
+                 "--holdout", "0", "--squad", squad, "--squad-questions", "8", "--max-steps", "1", "--batch-size", "4"]) == 0
+    assert "SQuAD: 8 questions" in capsys.readouterr().err and (out / "encoder" / TWO_TOWER_FILE).exists()
