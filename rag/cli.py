@@ -45,7 +45,7 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reranker", default=RerankConfig.reranker, help="with --rerank: 'rag-reranker' (models/reranker, trained on retrieved passages), 'reader' (the shipped span reader's "
                    "passage-selection head) or a span-reader folder (default: %(default)s)")
     p.add_argument("--rerank-max-length", type=int, default=RerankConfig.max_length, metavar="TOKENS", help="with --rerank: tokens of question + passage the cross-encoder reads (default: %(default)s)")
-    p.add_argument("--rerank-weight", type=float, default=None, help="with --rerank: order by W x retrieval score + reranker logit (default: the reader's score scale, 20; 0: the reranker alone)")
+    p.add_argument("--rerank-weight", type=float, default=None, help="with --rerank: order by W x retrieval score + reranker logit (default: the reader's score scale, 20, and 0 over BM25; 0: the reranker alone)")
 
 
 def _add_reader_args(p: argparse.ArgumentParser) -> None:

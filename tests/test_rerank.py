@@ -46,6 +46,18 @@ def test_reader_weighting_keeps_answer_passages_on_top(small_index):
         assert answer in top.passage.text, (question, top.passage.title)
 
 
+def test_default_weight_is_the_readers_scale_over_dense_and_zero_over_bm25(small_index):
+    """Over BM25 (scores 10-30) the reader's scale would drown the logits: there the reranker orders alone."""
+    reranker = load_reranker(RerankConfig())
+    bm25 = load_reranking(load_retriever(small_index, "bm25"), RerankConfig(), reranker)
+    dense = load_reranking(load_retriever(small_index, "dense", small_index.load_encoder()), RerankConfig(), reranker)
+    assert (bm25.retrieval_weight, dense.retrieval_weight) == (0.0, 20.0)
+    assert load_reranking(load_retriever(small_index, "bm25"), RerankConfig(retrieval_weight=3.0), reranker).retrieval_weight == 3.0
+    hits = bm25.retrieve(["who wrote dracula"], 3)[0]
+    logits = reranker.rerank_logits("who wrote dracula", [h.passage for h in hits], 128)
+    assert list(logits) == sorted(logits, reverse=True)  # the top 3 are in the reranker's own order
+
+
 def test_rerank_is_refused_below_one_and_needs_a_span_reader(small_index, tmp_path, monkeypatch):
     with pytest.raises(RagError, match="--rerank must be 1 or more"):
         RerankConfig(depth=0)
