@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from rag.paths import default_index
-from rag.pipeline import Pipeline, check_question
+from rag.pipeline import Pipeline, check_question, reranker_source
 from rag.rerank import RerankConfig
 from rag.retrieve import RETRIEVERS
 from rag.types import Answer, Hit, RagError, Span
@@ -116,7 +116,7 @@ def load_models(config: DemoConfig) -> DemoModels:
         retrievers["hybrid"] = HybridRetriever(dense.retriever, retrievers["bm25"])
     pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
     rerankers, note = {}, ""
-    if config.rerank and not _reranker_installed(config.reranker):  # the page works without it: no re-rank box
+    if config.rerank and reranker_source(config.reranker) is None:  # models/reranker missing: the page works without it, no re-rank box
         note = f" Re-ranking is off: `{config.reranker}` (models/reranker) is not installed."
     elif config.rerank:
         from rag.pipeline import load_reranker
@@ -133,14 +133,6 @@ def load_models(config: DemoConfig) -> DemoModels:
 
 
 SPAN_READER = "span reader"
-
-
-def _reranker_installed(spec: str) -> bool:
-    """False only for the shipped reranker when models/reranker is missing (another --reranker that fails to load is an error)."""
-    from rag.paths import SHIPPED_RERANKER, shipped_model
-    from rag.rerank import SHIPPED_RERANKER_SPEC
-
-    return spec != SHIPPED_RERANKER_SPEC or shipped_model(SHIPPED_RERANKER) is not None
 
 
 def _shipped_generators(config: DemoConfig) -> dict:

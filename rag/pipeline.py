@@ -192,12 +192,23 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
 def load_reranker(config, loaded: Reader | None = None) -> Reader:
     """The span reader a rag.rerank.RerankConfig names: "rag-reranker" is models/reranker, "reader" the shipped
     span reader (`loaded`, when it is already in memory, so that it is loaded once), else a span-reader folder."""
-    from rag.paths import SHIPPED_RERANKER, models_dir, shipped_model
-    from rag.rerank import SHIPPED_RERANKER_SPEC
+    from rag.paths import SHIPPED_RERANKER, models_dir
 
     if config.reranker == "reader" and loaded is not None:
         return loaded
-    source = {"reader": "default", SHIPPED_RERANKER_SPEC: shipped_model(SHIPPED_RERANKER)}.get(config.reranker, config.reranker)
+    source = reranker_source(config.reranker)
     if source is None:
-        raise RagError(f"--reranker {SHIPPED_RERANKER_SPEC}: {models_dir() / SHIPPED_RERANKER} is not there; use --reranker reader, or train one with `rag train reranker`")
-    return load_reader(str(source), ReaderOptions(config.device, None, config.precision))
+        raise RagError(f"--reranker {config.reranker}: {models_dir() / SHIPPED_RERANKER} is not there; use --reranker reader, or train one with `rag train reranker`")
+    return load_reader(source, ReaderOptions(config.device, None, config.precision))
+
+
+def reranker_source(spec: str) -> str | None:
+    """What load_reader loads for a --reranker: "default" for "reader", models/reranker for "rag-reranker"
+    (None when it is not installed), else `spec` itself (a span-reader folder)."""
+    from rag.paths import SHIPPED_RERANKER, shipped_model
+    from rag.rerank import SHIPPED_RERANKER_SPEC
+
+    if spec == SHIPPED_RERANKER_SPEC:
+        folder = shipped_model(SHIPPED_RERANKER)
+        return str(folder) if folder else None
+    return "default" if spec == "reader" else spec

@@ -138,12 +138,12 @@ class SpanReader:
         features = {k: torch.as_tensor(v, device=self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
         return ReaderInputs(features, chars, torch.as_tensor(starts, device=self.device), torch.as_tensor(ends, device=self.device))
 
-    def _fit_question(self, question: str) -> str:
-        """The question cut to half the reader's window, so passage tokens always fit beside it.
+    def _fit_question(self, question: str, max_length: int | None = None) -> str:
+        """The question cut to half the window (the reader's, or `max_length`), so passage tokens always fit beside it.
 
         (truncation="only_second" cannot shorten the question: without this a long question raises.)
         """
-        return cut_question(self.tokenizer, question, self.config.max_length // 2)
+        return cut_question(self.tokenizer, question, (max_length or self.config.max_length) // 2)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -163,7 +163,7 @@ class SpanReader:
         if not passages:
             return logits
         max_length = max_length or self.config.max_length
-        question = cut_question(self.tokenizer, question, max_length // 2)
+        question = self._fit_question(question, max_length)
         enc = self.tokenizer([question] * len(passages), _second_segments(passages), truncation="only_second", max_length=max_length)
         order = sorted(range(len(passages)), key=lambda i: len(enc["input_ids"][i]))
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
