@@ -115,7 +115,7 @@ def main() -> int:
     parser.add_argument("--index", default=str(default_index()))
     parser.add_argument("--retriever", default=SHIPPED_RETRIEVER, help="the trained query tower: rag-retriever (models/retriever) or a `rag train retriever` encoder folder")
     parser.add_argument("--joint", default=None, help="a `rag train` checkpoint whose query tower gets its own row")
-    parser.add_argument("--rerank", type=int, default=100, help="passages re-scored per question in the reranked row (0: no such row)")
+    parser.add_argument("--rerank", type=int, default=RerankConfig.depth, help="passages re-scored per question in the reranked row, when the default pipeline does not re-rank (0: no such row)")
     parser.add_argument("--reranker", default=RerankConfig.reranker, help="'rag-reranker' (models/reranker), 'reader' (the shipped span reader's selection head) or a span-reader folder")
     parser.add_argument("--rerank-limit", type=int, default=300, help="questions of each set the reranked rows run on (0: all)")
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each set (quick runs)")

@@ -39,7 +39,7 @@ class DemoConfig:
     retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
     k: int = 5  # passages per question, the slider's start value
     max_k: int = 20
-    rerank: int = 100  # passages the page's "Re-rank" box has the cross-encoder re-score (0: no box, no reranker loaded)
+    rerank: int = RerankConfig.depth  # passages the page's "Re-rank" box (on by default, as in the commands) has the cross-encoder re-score (0: no box, no reranker loaded)
     reranker: str = RerankConfig.reranker  # as for --reranker: rag-reranker (models/reranker), reader, or a span-reader folder
     device: str | None = None  # None: cuda when available, else cpu
     host: str = "127.0.0.1"  # localhost only unless asked; "0.0.0.0" listens on every interface
@@ -108,7 +108,7 @@ def load_models(config: DemoConfig) -> DemoModels:
         raise RagError(f"unknown retriever {', '.join(unknown) or '(none)'}; valid: {', '.join(RETRIEVERS)}")
     # load_pipeline picks the reader and the query encoder that goes with it (a `rag train`
     # checkpoint brings a fine-tuned one); the other retrievers share that encoder and reader.
-    dense = load_pipeline(config.index, config.reader, config.k, "dense", config.device)
+    dense = load_pipeline(config.index, config.reader, config.k, "dense", config.device, rerank=None)  # re-ranked below, one reranker for every retriever
     index = dense.retriever.index
     retrievers = {"dense": dense.retriever}
     if {"bm25", "hybrid"} & set(config.retrievers):
@@ -331,7 +331,7 @@ def build_app(models: DemoModels, config: DemoConfig):
             kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
             k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
             reader = gr.Radio(reader_labels, value=reader_labels[0], label="Reader", elem_id="reader", interactive=ready)
-            rerank = gr.Checkbox(False, label=f"Re-rank the top {config.rerank} (~1 s on 2 CPU cores)", elem_id="rerank",
+            rerank = gr.Checkbox(bool(models.rerankers), label=f"Re-rank the top {config.rerank} (~1 s on 2 CPU cores)", elem_id="rerank",
                                  interactive=ready and bool(models.rerankers), visible=bool(config.rerank))
         examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")
@@ -340,15 +340,11 @@ def build_app(models: DemoModels, config: DemoConfig):
 
         def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
             """JSON API (POST /gradio_api/call/answer, or gradio_client's predict(..., api_name="/answer")):
-            the answer, its probability and the passages read, as data; "error" when it could not answer."""
-            return result_json(ask(models, question, retriever, int(k), reader))
-
-        def reranked_answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
-            """As /answer, with the retriever's top passages re-ranked by the cross-encoder first (the page's re-rank box)."""
-            return result_json(ask(models, question, retriever, int(k), reader, rerank=True))
+            the answer, its probability and the passages read, as data; "error" when it could not answer.
+            Re-ranked as the page is by default (when the demo has a reranker)."""
+            return result_json(ask(models, question, retriever, int(k), reader, retriever in models.rerankers))
 
         gr.api(answer_as_data, api_name="answer", concurrency_id="pipeline")
-        gr.api(reranked_answer_as_data, api_name="answer_reranked", concurrency_id="pipeline")
         # A click on an example fills the box, then asks it with the chosen retriever and k.
         examples.load_input_event.then(on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
     # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).

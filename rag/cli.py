@@ -41,7 +41,8 @@ def _add_retriever_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fusion", default=HybridConfig.fusion, choices=FUSIONS, help="hybrid: reciprocal-rank fusion or linear mix of normalized scores "
                    "(default: %(default)s, chosen by eval/tune_pipeline.py)")
     p.add_argument("--dense-weight", type=float, default=HybridConfig.dense_weight, help="hybrid: weight of the dense side, BM25 gets 1 - it (default: %(default)s)")
-    p.add_argument("--rerank", type=int, default=0, metavar="N", help="re-score the retriever's top N passages with a cross-encoder and keep the best k (0: off)")
+    p.add_argument("--rerank", type=int, default=RerankConfig.depth, metavar="N", help="re-score the retriever's top N passages with a cross-encoder and keep the best k "
+                   "(default: %(default)s, part of the default pipeline; 0: off)")
     p.add_argument("--reranker", default=RerankConfig.reranker, help="with --rerank: 'rag-reranker' (models/reranker, trained on retrieved passages), 'reader' (the shipped span reader's "
                    "passage-selection head) or a span-reader folder (default: %(default)s)")
     p.add_argument("--rerank-max-length", type=int, default=RerankConfig.max_length, metavar="TOKENS", help="with --rerank: tokens of question + passage the cross-encoder reads (default: %(default)s)")
@@ -275,6 +276,7 @@ def _add_train_reranker_parser(sub) -> None:
     r.add_argument("--index", default=DEFAULT_INDEX, help="index to retrieve positives and negatives from (default: %(default)s)")
     r.add_argument("--depth", type=positive_int, default=C.depth, help="passages retrieved per question (default: %(default)s)")
     r.add_argument("--negatives", type=positive_int, default=C.negatives, help="negatives beside each positive (default: %(default)s)")
+    r.add_argument("--max-length", type=positive_int, default=C.max_length, help="tokens of question + passage read per passage (default: %(default)s)")
     r.add_argument("--holdout", type=float, default=C.holdout, help="share of the questions never trained on: with the same files and seed, "
                    "the ones `rag train retriever` keeps aside (default: %(default)s)")
     _add_fit_args(r, C, "reranker")  # --out, --batch-size (questions per step), --lr, --limit (per file) ...

@@ -346,7 +346,7 @@ def cmd_train_reranker(args) -> None:
     folder = train_reranker(RerankerTrainConfig(
         questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
         holdout=args.holdout, negatives=args.negatives, batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes,
-        save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
+        save_every=args.save_every, max_length=args.max_length, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"reranker: {folder}")
     print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --rerank 100 --reranker {folder}")

@@ -27,7 +27,9 @@ SHIPPED_RERANKER_SPEC = "rag-reranker"  # models/reranker (rag.paths.SHIPPED_RER
 
 @dataclass(frozen=True)
 class RerankConfig:
-    depth: int = 100  # passages fetched from the retriever and re-scored per question
+    # Passages re-scored per question. 50 on held-out training questions (eval/tune_pipeline.py): top-20 as at 70 or
+    # 100 (within 0.1) at half the cost of 100; 20 and 30 leave the passages ranked 21-50 where dense put them.
+    depth: int = 50
     reranker: str = "rag-reranker"  # "rag-reranker" (models/reranker), "reader" (the shipped span reader's own selection head) or a span-reader folder
     retrieval_weight: float | None = None  # None: the reader's score_scale (its own p(z|q)), 0 over BM25; 0: the reranker alone
     # Tokens of question + title + passage read per passage. 128 (not the reader's 192) on held-out training
@@ -44,7 +46,8 @@ class RerankConfig:
 
 
 class RerankingRetriever:
-    """Retriever protocol (rag.retrieve.Retriever): `base`'s top `depth` passages, re-ordered by a cross-encoder."""
+    """Retriever protocol (rag.retrieve.Retriever): `base`'s top `depth` passages re-ordered by a cross-encoder,
+    then (when k > depth) the retriever's next ones in its own order."""
 
     def __init__(self, base: Retriever, reranker, depth: int, retrieval_weight: float, max_length: int | None = None):
         self.base, self.reranker, self.depth, self.retrieval_weight, self.max_length = base, reranker, depth, retrieval_weight, max_length
@@ -53,10 +56,11 @@ class RerankingRetriever:
         k = check_k(k)
         out = []
         for question, hits in zip(questions, self.base.retrieve(questions, max(k, self.depth))):
-            logits = self.reranker.rerank_logits(question, [h.passage for h in hits], self.max_length) if hits else []
-            combined = [self.retrieval_weight * h.score + float(logit) for h, logit in zip(hits, logits)]
-            order = sorted(range(len(hits)), key=lambda i: (-combined[i], hits[i].rank))[:k]
-            out.append([Hit(hits[i].passage, hits[i].score, rank) for rank, i in enumerate(order, 1)])
+            top = hits[: self.depth]  # re-scored; any deeper hits (k > depth) follow in the retriever's order
+            logits = self.reranker.rerank_logits(question, [h.passage for h in top], self.max_length) if top else []
+            combined = [self.retrieval_weight * h.score + float(logit) for h, logit in zip(top, logits)]
+            order = sorted(range(len(top)), key=lambda i: (-combined[i], top[i].rank)) + list(range(len(top), len(hits)))
+            out.append([Hit(hits[i].passage, hits[i].score, rank) for rank, i in enumerate(order[:k], 1)])
         return out
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from rag.app import EXAMPLES, DemoConfig, DemoResult, ask, highlight, launch_demo, load_models, render_answer, render_passages
 from rag.pipeline import MAX_QUESTION_CHARS, check_question
+from rag.rerank import RerankConfig
 from rag.types import Answer, Hit, Passage, RagError, Span
 
 # gradio's queue calls pandas options that pandas 3 deprecates: its warnings, not ours
@@ -111,7 +112,7 @@ def test_cli_parses_demo_options():
     args = build_parser().parse_args(["demo", "--index", "indexes/x", "--reader", "default", "--host", "0.0.0.0", "--port", "7999", "-k", "3", "--retrievers", "bm25,dense"])
     assert (args.func, args.index, args.host, args.port, args.k, args.retrievers) == (cmd_demo, "indexes/x", "0.0.0.0", 7999, 3, ["bm25", "dense"])
     assert build_parser().parse_args(["demo"]).host == "127.0.0.1"  # localhost unless asked
-    assert (build_parser().parse_args(["demo"]).rerank, build_parser().parse_args(["demo", "--rerank", "0"]).rerank) == (100, 0)
+    assert (build_parser().parse_args(["demo"]).rerank, build_parser().parse_args(["demo", "--rerank", "0"]).rerank) == (RerankConfig.depth, 0)
     with pytest.raises(RagError, match="k must be between 1 and 20"):
         DemoConfig(k=50)
 
@@ -172,15 +173,15 @@ def test_api_answers_with_each_retriever(client, kind):
         assert passages_html.count("dense #") + passages_html.count("dense not in top") == 3 and "BM25 " in passages_html
 
 
-def test_api_reranks_when_asked_and_says_so(client):
-    """The re-rank box: the retriever's top 100 re-scored by models/reranker, the page says what it read."""
-    plain = client.predict("Who wrote Dracula?", 5, "dense", "span reader", api_name="/answer")
-    reranked = client.predict("Who wrote Dracula?", 5, "dense", "span reader", api_name="/answer_reranked")
-    assert (plain["reranked_from"], reranked["reranked_from"]) == (0, 100)
+def test_api_reranks_by_default_and_says_so(client):
+    """Re-ranking is part of the default pipeline: the retriever's top N re-scored by models/reranker unless switched off."""
+    reranked = client.predict("Who wrote Dracula?", 5, "dense", "span reader", api_name="/answer")
+    assert reranked["reranked_from"] == RerankConfig.depth
     assert reranked["answer"] == "Bram Stoker" and "Bram Stoker" in reranked["passages"][0]["text"]
-    assert [p["id"] for p in reranked["passages"]] != [p["id"] for p in plain["passages"]]  # a new order, not the retriever's
     _, passages_html = client.predict(QUESTION, "dense", 3, "span reader", True, api_name="/ask")
-    assert "re-ranked by the cross-encoder from the retriever's top 100" in passages_html and cards(passages_html) == 3
+    assert f"re-ranked by the cross-encoder from the retriever's top {RerankConfig.depth}" in passages_html and cards(passages_html) == 3
+    _, passages_html = client.predict(QUESTION, "dense", 3, "span reader", False, api_name="/ask")
+    assert "re-ranked" not in passages_html and cards(passages_html) == 3
 
 
 def test_json_api_over_plain_http(demo):
@@ -306,11 +307,11 @@ def test_browser_question_to_answer_with_highlighted_passage(demo):
             page.wait_for_function("document.querySelector('#answer .rag-answer-text')?.innerText.includes('Bram Stoker')", timeout=30_000)
             assert "ms, read" in page.locator("#answer .rag-answer-score").inner_text()  # retrieve / read times on the page
             assert page.locator("#passages .rag-weight").count() == 0  # the span reader shows no per-passage RAG weights
-            page.get_by_label("Re-rank the top 100").check()  # the cross-encoder, switched on from the page
+            assert "re-ranked by the cross-encoder" in page.locator("#passages").inner_text().lower()  # re-ranking is on by default
+            page.get_by_label(f"Re-rank the top {RerankConfig.depth}").uncheck()  # the cross-encoder, switched off from the page
             page.get_by_role("button", name="Ask").click()
-            page.get_by_text("re-ranked by the cross-encoder").wait_for(timeout=30_000)
+            page.wait_for_function("!document.querySelector('#passages').innerText.toLowerCase().includes('re-ranked')", timeout=30_000)
             assert page.locator("#answer .rag-answer-text").inner_text().strip() == "Bram Stoker"
-            page.get_by_label("Re-rank the top 100").uncheck()
             page.get_by_label("RAG-Token").check()  # the shipped generator, chosen on the page
             page.get_by_role("button", name="Ask").click()
             page.locator("#passages .rag-weight").first.wait_for(timeout=60_000)

@@ -116,7 +116,9 @@ def test_cli_eval_retrieval(small_index_copy, tmp_path, capsys):
     report = json.loads(out.with_name("known.json").read_text())
     assert report["questions"] == 7 and report["answer_ceiling"] == 1.0
     config = report["configuration"]  # enough to publish and reproduce the numbers
-    assert config["retrievers"] == ["dense", "bm25", "hybrid"] and config["fusion"] == "linear" and config["ks"] == [1, 5]  # the tuned default (eval/tune_pipeline.py)
+    assert config["fusion"] == "linear" and config["ks"] == [1, 5]  # the tuned default (eval/tune_pipeline.py)
+    kinds = ["dense", "bm25", "hybrid"]  # each also re-ranked, as the default pipeline does, side by side
+    assert config["retrievers"] == kinds + [f"{k} + rerank 50" for k in kinds] and config["reranker"] == "rag-reranker, top 50"
     assert config["index"] == str(small_index_copy.path.resolve()) and config["encoder"] == "default" and config["rag_version"] and config["date"]
     assert out.with_name("known.png").exists() and out.with_name("known.svg").read_text().lstrip().startswith("<?xml")
     assert main(argv[:-4] + ["--retrievers", "dense,splade", "--out", str(out)]) == 2

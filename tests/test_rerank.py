@@ -35,6 +35,16 @@ def test_order_is_weighted_retrieval_plus_reranker_logit_and_scores_stay(small_i
     assert [h.passage.id for h in reranked[1:]] == [h.passage.id for h in base[:2]]  # the rest keep their order
 
 
+def test_hits_below_the_depth_keep_the_retrievers_order(small_index):
+    """k > depth: the top `depth` are re-ordered, the rest follow as the retriever ranked them."""
+    bm25 = load_retriever(small_index, "bm25")
+    base = bm25.retrieve(QUESTIONS[:1], 6)[0]
+    reranked = RerankingRetriever(bm25, FixedLogits({base[2].passage.id: 1e6}), depth=3, retrieval_weight=1.0).retrieve(QUESTIONS[:1], 6)[0]
+    assert [h.passage.id for h in reranked] == [base[i].passage.id for i in (2, 0, 1, 3, 4, 5)]
+    assert [h.rank for h in reranked] == [1, 2, 3, 4, 5, 6]
+    assert RerankConfig().depth == 50 and load_pipeline.__defaults__[-1] == RerankConfig()  # the default pipeline re-ranks the top 50
+
+
 def test_reader_weighting_keeps_answer_passages_on_top(small_index):
     """The default order is the span reader's own p(z|q): retrieval x score_scale + selection logit."""
     dense = load_retriever(small_index, "dense", small_index.load_encoder())
