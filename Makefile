@@ -51,7 +51,7 @@ retriever: index
 	mkdir -p models/retriever && cp -r checkpoints/retriever/encoder/. models/retriever/
 
 # The shipped reranker (models/reranker, see its README.md): the shipped span reader's selection head and encoder trained
-# on the default pipeline's top 30 for the same questions (less the retriever's held-out 5%), ~17 min on 2 CPU cores (bf16).
+# on the default pipeline's top 30 for the same questions (less the retriever's held-out 5%), one epoch, ~26 min on 2 CPU cores (bf16).
 reranker: index
 	$(RAG) train reranker --questions $(RETRIEVER_QUESTIONS) --index $(INDEX) --out checkpoints/reranker --holdout 0.05 --max-length 128 --save-every 200
 	$(RAG) export-reader checkpoints/reranker/reranker --out models/reranker

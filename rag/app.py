@@ -331,7 +331,7 @@ def build_app(models: DemoModels, config: DemoConfig):
             kind = gr.Radio(kinds, value=kinds[0], label="Retriever", elem_id="retriever", interactive=ready)
             k = gr.Slider(1, config.max_k, value=config.k, step=1, label="Passages to read (k)", elem_id="k", interactive=ready)
             reader = gr.Radio(reader_labels, value=reader_labels[0], label="Reader", elem_id="reader", interactive=ready)
-            rerank = gr.Checkbox(bool(models.rerankers), label=f"Re-rank the top {config.rerank} (~1 s on 2 CPU cores)", elem_id="rerank",
+            rerank = gr.Checkbox(bool(models.rerankers), label=f"Re-rank the top {config.rerank} (~0.5 s for 50 on 2 CPU cores)", elem_id="rerank",
                                  interactive=ready and bool(models.rerankers), visible=bool(config.rerank))
         examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")

@@ -349,7 +349,7 @@ def cmd_train_reranker(args) -> None:
         save_every=args.save_every, max_length=args.max_length, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"reranker: {folder}")
-    print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --rerank 100 --reranker {folder}")
+    print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --reranker {folder}")
 
 
 def cmd_train_retriever(args) -> None:
