@@ -172,7 +172,8 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
 
     `retriever` is dense, bm25 or hybrid (`hybrid`: a rag.retrieve.HybridConfig); `rerank`, a
     rag.rerank.RerankConfig, re-scores its top passages with a cross-encoder before reading (the
-    default pipeline does, with models/reranker; None: no re-ranking).
+    default pipeline does, with models/reranker, and warns and reads without it when it is not
+    installed; None: no re-ranking).
     """
     from rag.checkpoint import is_checkpoint, load_query_encoder
     from rag.encoders import EncoderConfig
@@ -187,11 +188,30 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
         encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
     chosen = load_retriever(folder, retriever, encoder=encoder, config=hybrid)
     reading = load_reader(reader, ReaderOptions(device, generator, precision))
+    rerank = _without_missing_shipped_reranker(rerank)
     if rerank is not None:
         from rag.rerank import load_reranking
 
         chosen = load_reranking(chosen, rerank, load_reranker(rerank, reading if reader == "default" else None))
     return Pipeline(chosen, reading, k, folder)
+
+
+def _without_missing_shipped_reranker(rerank: RerankConfig | None) -> RerankConfig | None:
+    """None (with a warning) when `rerank` asks for models/reranker and it is not installed.
+
+    The shipped reranker is to a pipeline what the shipped reader is: without it `rag ask` still
+    answers, and says what it does instead (read the retriever's own top passages). load_reranker,
+    which eval/ calls to measure a reranker, refuses instead.
+    """
+    from rag.paths import SHIPPED_RERANKER, models_dir
+    from rag.read import warn
+    from rag.rerank import SHIPPED_RERANKER_SPEC
+
+    if rerank is None or rerank.reranker != SHIPPED_RERANKER_SPEC or reranker_source(rerank.reranker) is not None:
+        return rerank
+    warn(f"no shipped reranker at {models_dir() / SHIPPED_RERANKER}: reading the retriever's top passages without re-ranking. "
+         "Train one with `rag train reranker`, or re-rank with the reader's own head: --reranker reader")
+    return None
 
 
 def load_reranker(config, loaded: Reader | None = None) -> Reader:

@@ -93,6 +93,15 @@ def test_pipeline_and_cli_rerank(small_index, tmp_path, capsys):
     assert "--rerank must be 0 (off) or more" in capsys.readouterr().err
 
 
+def test_pipeline_without_the_shipped_reranker_reads_unreranked_and_says_so(small_index, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # models/reranker missing (and models/reader)
+    plain = load_pipeline(str(small_index.path), "default", k=3)
+    assert not isinstance(plain.retriever, RerankingRetriever)
+    assert f"no shipped reranker at {tmp_path / 'reranker'}" in capsys.readouterr().err
+    own_head = load_pipeline(str(small_index.path), "default", k=3, rerank=RerankConfig(reranker="reader"))  # asked for another: still re-ranks
+    assert isinstance(own_head.retriever, RerankingRetriever) and "no shipped reranker" not in capsys.readouterr().err
+
+
 def test_eval_retrieval_shows_each_retriever_with_and_without_reranking(small_index, tmp_path):
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))

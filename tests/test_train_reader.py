@@ -128,10 +128,11 @@ def test_eval_reader_reports_squad_em_f1(tmp_path, capsys):
 
 
 def test_untrained_reader_is_announced(small_index, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # no shipped reader there
+    monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # no shipped reader there, and no shipped reranker
     assert main(["ask", "who wrote dracula", "--index", str(small_index.path), "-k", "2"]) == 0
     captured = capsys.readouterr()
     assert "UNTRAINED" in captured.out and "no shipped reader" in captured.err
+    assert "no shipped reranker" in captured.err and "without re-ranking" in captured.err
 
 
 def test_cli_ask_answers_and_marks_the_evidence_once(small_index, capsys):
