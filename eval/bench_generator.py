@@ -11,6 +11,8 @@
    beam produced it), and RAG-Token with 1 and 4 beams: EM and questions/s, same retrieved passages.
 3. With --squad-limit >= 0: SQuAD v1.1 dev with the gold paragraph (0: all 10,570), RAG-Sequence.
 None of these question sets was used to train or tune the generator (see models/generator/README.md).
+--generator FOLDER measures another generator; --qa FILES --qa-start N puts held-out training
+questions (those after the first N) in place of the report sets, to choose between generators.
 Numbers go to eval/out/bench_generator.json.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -28,7 +31,7 @@ from rag.generate import RagGenerator  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import exact_match  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
-from rag.pipeline import Pipeline, load_reader  # noqa: E402
+from rag.pipeline import Pipeline, ReaderOptions, load_reader  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import load_retriever  # noqa: E402
@@ -46,9 +49,13 @@ def main() -> None:
     ap.add_argument("--decoding-limit", type=int, default=100, help="NQ-open dev questions for the decoding options (0: skip)")
     ap.add_argument("--squad-limit", type=int, default=-1, help="SQuAD dev questions with the gold paragraph (0: all; -1: skip)")
     ap.add_argument("--sequence-decoding", default="thorough", choices=("thorough", "fast"), help="RAG-Sequence decoding in the open-domain table (default: %(default)s)")
+    ap.add_argument("--generator", default=None, help="a generator folder to measure instead of models/generator (e.g. a `rag train --reader rag-sequence` checkpoint's reader)")
+    ap.add_argument("--qa", default=None, help="question files for the open-domain table instead of NQ-open dev and EfficientQA dev, comma-separated "
+                    "(held-out training questions, to choose between generators without touching the report sets)")
+    ap.add_argument("--qa-start", type=int, default=0, help="skip the first N questions of each set (with --qa: those trained on)")
     ap.add_argument("--json", default="eval/out/bench_generator.json")
     args = ap.parse_args()
-    sequence = variant(load_reader("rag-sequence"), decoding=args.sequence_decoding)
+    sequence = variant(load_reader("rag-sequence", ReaderOptions(generator=args.generator)), decoding=args.sequence_decoding)
     readers = {"span reader (shipped)": load_reader("default"), f"RAG-Sequence ({args.sequence_decoding})": sequence, "RAG-Token": variant(sequence, variant="token")}
     retriever = load_retriever(open_index(args.index), "dense")
     results: dict = {"index": args.index, "k": args.k, "generator": sequence.config.model}
@@ -70,8 +77,9 @@ def variant(generator: RagGenerator, **changes) -> RagGenerator:
 
 def open_domain_table(retriever, readers: dict, args) -> list[dict]:
     rows, table = [], []
-    for set_name, path in QA_SETS.items():
-        examples = load_qa(str(path), limit=args.qa_limit or None)
+    sets = {Path(p).name: Path(p) for p in args.qa.split(",")} if args.qa else QA_SETS
+    for set_name, path in sets.items():
+        examples = load_qa(str(path))[args.qa_start :][: args.qa_limit or None]
         span_em = None
         for name, reader in readers.items():
             report = evaluate_qa(Pipeline(retriever, reader, args.k), examples, (args.k,), progress=False, name=name)

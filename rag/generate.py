@@ -139,12 +139,25 @@ class RagGenerator:
         return per_token.masked_fill(~mask, 0.0).sum(-1)
 
     def answer_log_likelihood(self, question: str, passages: list[Passage], retrieval_scores, answers: tuple[str, ...]):
-        """log p(answer | q), the first answer as target, marginalized over the passages (training loss)."""
-        if not answers:
+        """log p(answer | q) marginalized over the passages (training loss), or None when there is no target.
+
+        The target is the first answer; for a copy_only generator, the first answer one of the passages
+        holds (DPR's has-answer rule), and None when none does: it may only copy, so a question its
+        passages cannot answer would teach it to want tokens it can never emit.
+        """
+        target = self._training_target(passages, answers)
+        if target is None:
             return None
-        targets = self.target_ids([answers[0]])
+        targets = self.target_ids([target])
         token_lp = self.token_log_probs(self.encode(question, passages), targets)
         return self.marginal_log_likelihood(token_lp, self.passage_log_probs(retrieval_scores), [len(targets[0])])[0]
+
+    def _training_target(self, passages: list[Passage], answers: tuple[str, ...]) -> str | None:
+        if not self.config.copy_only:
+            return answers[0] if answers else None
+        from rag.metrics import has_answer
+
+        return next((a for a in answers if any(has_answer(p.text, [a]) for p in passages)), None)
 
     # --- decoding -----------------------------------------------------------------------------
 

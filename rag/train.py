@@ -240,10 +240,13 @@ def _resumable(out: Path, config: TrainConfig) -> CheckpointRecord | None:
 
 def _load_trainable_reader(config: TrainConfig, saved: Path | None) -> TrainableReader:
     if config.reader in ("rag-sequence", "rag-token"):
-        from rag.generate import GeneratorConfig, RagGenerator
+        from rag.generate import GENERATOR_FILE, GeneratorConfig, RagGenerator, load_generator
 
         spec = str(saved) if saved else (config.generator or GeneratorConfig().model)
-        return RagGenerator(GeneratorConfig(model=spec, variant=config.reader.removeprefix("rag-"), device=config.device))
+        variant = config.reader.removeprefix("rag-")
+        if (Path(spec) / GENERATOR_FILE).exists():  # a generator folder keeps its settings (copy_only, score_scale), in training and in what is saved
+            return load_generator(spec, device=config.device, variant=variant)
+        return RagGenerator(GeneratorConfig(model=spec, variant=variant, device=config.device))
     from rag.read import ReaderConfig, SpanReader
 
     # fp32 weights: autocast runs the forward pass in bf16 where that is fast, the optimizer updates fp32

@@ -77,6 +77,19 @@ def test_marginal_log_likelihood_equals_brute_force(model_dir, variant):
     assert float(ll.detach()) == pytest.approx(brute_force_log_likelihood(generator, target, variant), abs=1e-4)
 
 
+def test_a_copy_only_generator_trains_on_an_answer_its_passages_hold(model_dir):
+    import torch
+
+    copying = RagGenerator(GeneratorConfig(model=model_dir, copy_only=True))
+    scores = torch.tensor(SCORES)
+    # "Paris, France" is in no passage: a copying generator's target is "Paris", the answer it can copy
+    held = copying.answer_log_likelihood(QUESTION, PASSAGES, scores, ("Paris, France", "Paris"))
+    assert float(held.detach()) == pytest.approx(float(copying.answer_log_likelihood(QUESTION, PASSAGES, scores, ("Paris",)).detach()), abs=1e-5)
+    assert copying.answer_log_likelihood(QUESTION, PASSAGES[2:], scores[2:], ("Paris",)) is None  # Hamlet holds no answer: no signal
+    free = RagGenerator.from_model(GeneratorConfig(model=model_dir), copying.tokenizer, copying.model)
+    assert free.answer_log_likelihood(QUESTION, PASSAGES[2:], scores[2:], ("Paris",)) is not None  # RAG's own rule: the first answer, always
+
+
 @pytest.mark.parametrize("variant,decoding", [("sequence", "thorough"), ("sequence", "fast"), ("token", "thorough")])
 def test_decoding_scores_are_the_marginal_of_the_decoded_answer(model_dir, variant, decoding):
     import torch

@@ -96,6 +96,19 @@ def test_cli_ask_and_eval_qa_use_a_trained_checkpoint(tiny_index, tmp_path, caps
     assert main(["ask", "x", "--index", str(tiny_index.path), "--reader", str(tmp_path / "missing")]) == 2  # a user error, no traceback
 
 
+def test_joint_training_from_a_generator_folder_keeps_its_settings(tiny_index, tmp_path):
+    from rag.generate import GeneratorConfig, RagGenerator, load_generator
+    from tests.test_generate import tiny_model
+
+    start = tmp_path / "start"
+    RagGenerator(GeneratorConfig(model=tiny_model("bart", tmp_path / "bart"), copy_only=True, score_scale=10.0)).save(start)
+    out = tmp_path / "gen"
+    config = TrainConfig(**{**settings(tiny_index, out).__dict__, "reader": "rag-sequence", "generator": str(start), "reader_lr": 1e-3})
+    assert train(config, [DUNE], progress=False).questions_used == 1  # "Frank Herbert" is in Dune's passage
+    trained = load_generator(out / "reader")
+    assert (trained.config.copy_only, trained.config.score_scale) == (True, 10.0)
+
+
 def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
     from rag.generate import RagGenerator
     from rag.pipeline import load_pipeline
