@@ -134,10 +134,12 @@ def main() -> int:
         table = _rows(report, report.runs["base MiniLM dense"])
         print(f"\n{name}: {len(examples)} questions, {len(index.store)} passages; answer anywhere in the corpus (ceiling): {percent(ceiling)}%")
         entry = {"questions": len(examples), "ceiling": ceiling, "rows": _json(report)}
-        if reranked:  # the base row again on the same first questions, beside the reranked rows
+        if reranked:  # on the first --rerank-limit questions: the base row again on them, beside the reranked rows
             head = examples[: args.rerank_limit or None]
-            small = evaluate_retrieval({"base MiniLM dense": rows["base MiniLM dense"], **reranked}, head, KS)
-            table += [[f"{cells[0]} [first {len(head)}]"] + cells[1:] for cells in _rows(small, small.runs["base MiniLM dense"])]
+            whole = len(head) == len(examples)
+            small = evaluate_retrieval(reranked if whole else {"base MiniLM dense": rows["base MiniLM dense"], **reranked}, head, KS)
+            base = report.runs["base MiniLM dense"] if whole else small.runs["base MiniLM dense"]
+            table += [[cells[0] if whole else f"{cells[0]} [first {len(head)}]"] + cells[1:] for cells in _rows(small, base)]
             entry["reranked_questions"], entry["reranked_rows"] = len(head), _json(small)
         print(format_table(["retriever"] + [f"top-{k}" for k in KS] + ["questions/s", "top-20 / base"], table))
         report.write_plot(out_dir / f"bench_retrieval-{name.split()[0].lower()}.png", title=f"{name} on {args.index} ({len(examples)} questions)",

@@ -285,9 +285,9 @@ def _add_train_reranker_parser(sub) -> None:
 
 def _add_export_parser(sub) -> None:
     """rag export-reader"""
-    x = sub.add_parser("export-reader", help="save a trained span reader (folder or checkpoint) as fp16 weights only, the form that ships in models/")
-    x.add_argument("source", help="a span-reader folder or a `rag train` checkpoint")
-    x.add_argument("--out", required=True, help="the new reader folder (an existing one is replaced only if it is a reader folder)")
+    x = sub.add_parser("export-reader", help="save a trained span reader or RAG generator (folder or checkpoint) as fp16 weights only, the form that ships in models/")
+    x.add_argument("source", help="a span-reader or generator folder, or a `rag train` checkpoint")
+    x.add_argument("--out", required=True, help="the new folder (an existing one is replaced only if it is a folder of the same kind)")
     x.set_defaults(func=commands.cmd_export_reader)
 
 

@@ -22,10 +22,12 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from rag.files import ArtifactKind
 from rag.types import Answer, Hit, Passage, PassageWeight, RagError, Span
 
 GENERATOR_FORMAT = "rag-generator v1"
 GENERATOR_FILE = "generator.json"
+GENERATOR_KIND = ArtifactKind("a generator folder", GENERATOR_FILE, GENERATOR_FORMAT)
 VARIANTS = ("sequence", "token")
 DECODINGS = ("thorough", "fast")
 TITLE_SEP, DOC_SEP = " / ", " // "  # RAG's input format: title / text // question

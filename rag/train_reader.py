@@ -219,22 +219,29 @@ def _collate(batch: list[dict], device: str):
 
 
 def export_reader(source: str | Path, out: str | Path) -> Path:
-    """A span reader (a reader folder, or a `rag train` / `rag train reader` checkpoint) as fp16 weights only: what ships.
+    """A span reader or a RAG generator (its folder, or a `rag train` / `rag train reader` checkpoint) as fp16
+    weights only: what ships in models/. Its type header says which it is.
 
-    `out` must not exist yet, or be a reader folder this function wrote (it is then replaced).
+    `out` must not exist yet, or be a folder of the same kind this function wrote (it is then replaced).
     """
+    from rag.generate import GENERATOR_FILE, GENERATOR_KIND, load_generator
     from rag.read import READER_FILE, SPAN_READER_KIND, ReaderConfig, SpanReader
 
+    kinds = {READER_FILE: (SPAN_READER_KIND, lambda folder: SpanReader(ReaderConfig(model=str(folder), device="cpu", precision="fp32"))),
+             GENERATOR_FILE: (GENERATOR_KIND, lambda folder: load_generator(folder, device="cpu"))}  # type header -> (kind, fp32 loader)
     source, out = Path(source), Path(out).resolve()
-    if not (source / READER_FILE).exists() and (source / "reader" / READER_FILE).exists():  # a training checkpoint
+    header = next((h for h in kinds if (source / h).exists()), None)
+    if header is None and (source / "reader").is_dir():  # a training checkpoint
         source = source / "reader"
-    if not (source / READER_FILE).exists():
-        raise RagError(f"{source} is not a span-reader folder (no {READER_FILE})")
-    check_replaceable(out, SPAN_READER_KIND, "Choose another output.")
-    reader = SpanReader(ReaderConfig(model=str(source), device="cpu", precision="fp32"))
-    partial = fresh_scratch(out.with_name(out.name + ".partial"), SPAN_READER_KIND)
-    reader.save(partial, half=True)
+        header = next((h for h in kinds if (source / h).exists()), None)
+    if header is None:
+        raise RagError(f"{source} is not a span-reader or generator folder (no {' or '.join(kinds)})")
+    kind, load = kinds[header]
+    check_replaceable(out, kind, "Choose another output.")
+    model = load(source)
+    partial = fresh_scratch(out.with_name(out.name + ".partial"), kind)
+    model.save(partial, half=True)
     if (out / "README.md").exists():  # the model card stays with the weights it describes
         shutil.copy2(out / "README.md", partial / "README.md")
-    publish_folder(partial, out, SPAN_READER_KIND)
+    publish_folder(partial, out, kind)
     return out

@@ -107,6 +107,15 @@ def test_joint_training_from_a_generator_folder_keeps_its_settings(tiny_index, t
     assert train(config, [DUNE], progress=False).questions_used == 1  # "Frank Herbert" is in Dune's passage
     trained = load_generator(out / "reader")
     assert (trained.config.copy_only, trained.config.score_scale) == (True, 10.0)
+    from rag.train_reader import export_reader
+
+    shipped = export_reader(out, tmp_path / "models" / "generator")  # the checkpoint's generator, as fp16 weights
+    import torch
+    from safetensors import safe_open
+
+    assert load_generator(shipped).config.copy_only
+    with safe_open(str(shipped / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
 
 
 def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
