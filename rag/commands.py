@@ -92,10 +92,10 @@ def _rerank_config(args):
 
 def _maybe_reranked(retriever, args, reranker=None):
     """`retriever`, re-ranked when --rerank asks; `reranker`: the one already loaded (several retrievers share it)."""
-    from rag.pipeline import load_reranker
+    from rag.pipeline import load_reranker, rerank_if_installed
     from rag.rerank import load_reranking
 
-    config = _rerank_config(args)
+    config = _rerank_config(args) if reranker else rerank_if_installed(_rerank_config(args))  # rag search: as rag ask without models/reranker
     return load_reranking(retriever, config, reranker or load_reranker(config)) if config else retriever
 
 

@@ -188,7 +188,7 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
         encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
     chosen = load_retriever(folder, retriever, encoder=encoder, config=hybrid)
     reading = load_reader(reader, ReaderOptions(device, generator, precision))
-    rerank = _without_missing_shipped_reranker(rerank)
+    rerank = rerank_if_installed(rerank)
     if rerank is not None:
         from rag.rerank import load_reranking
 
@@ -196,12 +196,12 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
     return Pipeline(chosen, reading, k, folder)
 
 
-def _without_missing_shipped_reranker(rerank: RerankConfig | None) -> RerankConfig | None:
+def rerank_if_installed(rerank: RerankConfig | None) -> RerankConfig | None:
     """None (with a warning) when `rerank` asks for models/reranker and it is not installed.
 
-    The shipped reranker is to a pipeline what the shipped reader is: without it `rag ask` still
-    answers, and says what it does instead (read the retriever's own top passages). load_reranker,
-    which eval/ calls to measure a reranker, refuses instead.
+    The shipped reranker is to a pipeline what the shipped reader is: without it `rag ask` and
+    `rag search` still answer, and say what they do instead (read the retriever's own top passages).
+    load_reranker, which `rag eval retrieval` and eval/ call to measure a reranker, refuses instead.
     """
     from rag.paths import SHIPPED_RERANKER, models_dir
     from rag.read import warn

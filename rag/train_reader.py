@@ -220,28 +220,27 @@ def _collate(batch: list[dict], device: str):
 
 def export_reader(source: str | Path, out: str | Path) -> Path:
     """A span reader or a RAG generator (its folder, or a `rag train` / `rag train reader` checkpoint) as fp16
-    weights only: what ships in models/. Its type header says which it is.
+    weights only: what ships in models/. Its type header says which it is; rag.pipeline.load_reader loads it.
 
     `out` must not exist yet, or be a folder of the same kind this function wrote (it is then replaced).
     """
-    from rag.generate import GENERATOR_FILE, GENERATOR_KIND, load_generator
-    from rag.read import READER_FILE, SPAN_READER_KIND, ReaderConfig, SpanReader
+    from rag.generate import GENERATOR_FILE, GENERATOR_KIND
+    from rag.pipeline import ReaderOptions, load_reader
+    from rag.read import READER_FILE, SPAN_READER_KIND
 
-    kinds = {READER_FILE: (SPAN_READER_KIND, lambda folder: SpanReader(ReaderConfig(model=str(folder), device="cpu", precision="fp32"))),
-             GENERATOR_FILE: (GENERATOR_KIND, lambda folder: load_generator(folder, device="cpu"))}  # type header -> (kind, fp32 loader)
-    source, out = Path(source), Path(out).resolve()
-    header = next((h for h in kinds if (source / h).exists()), None)
-    if header is None and (source / "reader").is_dir():  # a training checkpoint
-        source = source / "reader"
-        header = next((h for h in kinds if (source / h).exists()), None)
-    if header is None:
+    kinds = {READER_FILE: SPAN_READER_KIND, GENERATOR_FILE: GENERATOR_KIND}  # type header -> what `out` may replace
+    out = Path(out).resolve()
+    for folder in (Path(source), Path(source) / "reader"):  # the folder itself, or the one a training checkpoint holds
+        header = next((h for h in kinds if (folder / h).exists()), None)
+        if header is not None:
+            break
+    else:
         raise RagError(f"{source} is not a span-reader or generator folder (no {' or '.join(kinds)})")
-    kind, load = kinds[header]
-    check_replaceable(out, kind, "Choose another output.")
-    model = load(source)
-    partial = fresh_scratch(out.with_name(out.name + ".partial"), kind)
+    check_replaceable(out, kinds[header], "Choose another output.")
+    model = load_reader(str(folder), ReaderOptions(device="cpu", precision="fp32"))  # fp32 weights, halved on saving
+    partial = fresh_scratch(out.with_name(out.name + ".partial"), kinds[header])
     model.save(partial, half=True)
     if (out / "README.md").exists():  # the model card stays with the weights it describes
         shutil.copy2(out / "README.md", partial / "README.md")
-    publish_folder(partial, out, kind)
+    publish_folder(partial, out, kinds[header])
     return out

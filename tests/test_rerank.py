@@ -100,6 +100,8 @@ def test_pipeline_without_the_shipped_reranker_reads_unreranked_and_says_so(smal
     assert f"no shipped reranker at {tmp_path / 'reranker'}" in capsys.readouterr().err
     own_head = load_pipeline(str(small_index.path), "default", k=3, rerank=RerankConfig(reranker="reader"))  # asked for another: still re-ranks
     assert isinstance(own_head.retriever, RerankingRetriever) and "no shipped reranker" not in capsys.readouterr().err
+    assert main(["search", "who wrote dracula", "--index", str(small_index.path), "-k", "2"]) == 0  # rag search too
+    assert "no shipped reranker" in capsys.readouterr().err
 
 
 def test_eval_retrieval_shows_each_retriever_with_and_without_reranking(small_index, tmp_path):
