@@ -238,6 +238,9 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--query-lr", type=float, default=TrainConfig.query_lr, help="query (and passage) encoder learning rate (default: %(default)s)")
     t.add_argument("--freeze-query-encoder", action="store_true", help="train the reader alone (baseline for joint training)")
     t.add_argument("--refresh-every", type=int, default=0, metavar="N", help="train the passage encoder too; re-encode passages and rebuild the index every N steps")
+    t.add_argument("--rehearse-squad", default="", metavar="FILE", help="a SQuAD v1.1 file: each step also trains on a few (question, gold paragraph) examples, "
+                   "so the reader or generator keeps reading a given paragraph well")
+    t.add_argument("--rehearse-per-step", type=int, default=TrainConfig.rehearse_per_step, metavar="N", help="SQuAD examples per step with --rehearse-squad (default: %(default)s)")
     t.add_argument("--max-length", type=int, default=TrainConfig.max_length, help="reader input tokens (default: %(default)s)")
     t.add_argument("--save-every", type=int, default=TrainConfig.save_every, help="steps between checkpoints (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0)

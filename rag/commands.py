@@ -310,6 +310,7 @@ def cmd_train(args) -> None:
         max_questions=args.limit or 0, batch_size=args.batch_size, reader_lr=args.reader_lr, query_lr=args.query_lr,
         train_query_encoder=not args.freeze_query_encoder, refresh_every=args.refresh_every, max_length=args.max_length,
         save_every=args.save_every, seed=args.seed, device=args.device, fresh=args.fresh,
+        rehearse_squad=args.rehearse_squad, rehearse_per_step=args.rehearse_per_step,
     )
     report = train(config)
     print(f"trained {report.steps} steps on {report.questions_seen} questions ({report.questions_used} with an answer in their top-{args.k}), "

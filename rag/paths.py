@@ -16,7 +16,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SHIPPED_READER = "reader"  # models/reader: the span reader trained on SQuAD (see its README.md)
 SHIPPED_RETRIEVER_FOLDER = "retriever"  # models/retriever: the query tower trained by `rag train retriever` (see its README.md)
 SHIPPED_RERANKER = "reranker"  # models/reranker: the span reader's selection head trained on retrieved passages (`rag train reranker`, see its README.md)
-SHIPPED_GENERATOR = "generator"  # models/generator: the RAG generator trained on SQuAD (see its README.md)
+SHIPPED_GENERATOR = "generator"  # models/generator: the RAG generator, trained on SQuAD, then RAG fine-tuned (see its README.md)
 
 
 def _configured(env: str, default: Path) -> Path:

@@ -133,3 +133,40 @@ def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
     pipeline = load_pipeline(str(tiny_index.path), reader=str(out), k=2)
     assert isinstance(pipeline.reader, RagGenerator) and pipeline.reader.config.variant == "token"
     assert len(pipeline.answer([DUNE.question])[0].evidence) == 2
+
+
+def test_rehearsal_trains_on_gold_paragraphs_too_and_raises_their_likelihood(tiny_index, tmp_path):
+    """--rehearse-squad: each step adds -log p(answer | question, gold paragraph) of SQuAD examples, so a
+    step teaches the generator even when no retrieved passage holds the answer."""
+    import torch
+
+    from rag.generate import GeneratorConfig, RagGenerator, load_generator
+    from rag.train_generator import squad_examples
+    from rag.train_reader import load_squad
+    from tests.test_generate import tiny_model
+
+    context = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris."
+    squad = tmp_path / "squad.json"
+    squad.write_text(json.dumps({"data": [{"title": "Eiffel Tower", "paragraphs": [{"context": context, "qas": [
+        {"id": "e1", "question": "when was the eiffel tower completed?", "answers": [{"text": "1889", "answer_start": context.index("1889")}]}]}]}]}))
+    nowhere = QAExample("nowhere", "who painted the ceiling of the sistine chapel?", ("Michelangelo",))  # in none of the tiny index's passages
+    start = tmp_path / "start"
+    RagGenerator(GeneratorConfig(model=tiny_model("bart", tmp_path / "bart"), copy_only=True)).save(start)
+
+    def gold_log_likelihood(folder) -> float:
+        generator = load_generator(folder)
+        generator.model.eval()
+        ((question, passage, answer),) = squad_examples(load_squad(squad), window_words=120, seed=0)
+        with torch.no_grad():
+            return float(generator.answer_log_likelihood(question, [passage], torch.zeros(1), (answer,)))
+
+    out = tmp_path / "rehearsed"
+    config = TrainConfig(**{**settings(tiny_index, out, epochs=3).__dict__, "reader": "rag-sequence", "generator": str(start), "reader_lr": 1e-3,
+                            "rehearse_squad": str(squad), "rehearse_per_step": 2})
+    report = train(config, [nowhere], progress=False)
+    assert report.questions_used == 0  # the retrieved passages gave nothing to learn from ...
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["loss"] is not None for entry in log] == [True, True, True]  # ... the gold paragraph did
+    assert gold_log_likelihood(out / "reader") > gold_log_likelihood(start) + 1.0
+    with pytest.raises(RagError, match="no such SQuAD file"):
+        train(TrainConfig(**{**config.__dict__, "out": str(tmp_path / "other"), "rehearse_squad": str(tmp_path / "missing.json")}), [nowhere], progress=False)
