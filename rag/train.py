@@ -150,15 +150,16 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
             rehearsed = _rehearsal_log_likelihoods(rehearsal, step, config.rehearse_per_step, reader, dtype)
             step += 1
             used_total += len(batch_lls)
-            if batch_lls or rehearsed:
-                loss = -sum(torch.stack(lls).mean() for lls in (batch_lls, rehearsed) if lls)
+            signal = [lls for lls in (batch_lls, rehearsed) if lls]  # each part's mean, so neither drowns the other
+            if signal:
+                loss = -sum(torch.stack(lls).mean() for lls in signal)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
                 optimizer.step()
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", used=used_total)
-            log_lines.append(json.dumps({"step": step, "loss": losses[-1] if batch_lls or rehearsed else None, "used": len(batch_lls), "questions": len(batch)}))
+            log_lines.append(json.dumps({"step": step, "loss": losses[-1] if signal else None, "used": len(batch_lls), "questions": len(batch)}))
             bar.update(1)
             if config.refresh_every and step % config.refresh_every == 0 and step < len(batches):
                 vectors = _encode_all(folder, passage_encoder, progress)
@@ -185,10 +186,11 @@ def _rehearsal_examples(config: TrainConfig) -> list[tuple[str, Passage, str]]:
     """SQuAD (question, ~120-word window of its paragraph around the answer, answer), shuffled by the seed."""
     if not config.rehearse_squad or not config.rehearse_per_step:
         return []
-    from rag.train_generator import squad_examples
+    from rag.train_generator import GeneratorTrainConfig, squad_examples
     from rag.train_reader import load_squad
 
-    examples = squad_examples(load_squad(config.rehearse_squad), window_words=120, seed=config.seed)
+    # the window the generator was trained on in `rag train generator`, about a retrieved passage's length
+    examples = squad_examples(load_squad(config.rehearse_squad), window_words=GeneratorTrainConfig.window_words, seed=config.seed)
     random.Random(config.seed).shuffle(examples)
     return examples
 
