@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import threading
 import unicodedata
@@ -31,7 +30,7 @@ from typing import Iterable
 
 import numpy as np
 
-from rag.files import ArtifactKind, publish_folder
+from rag.files import ArtifactKind, fresh_scratch, publish_folder, remove_scratch
 from rag.index import SearchResult
 from rag.store import PassageStore
 from rag.types import Passage, RagError
@@ -140,14 +139,13 @@ class BM25Index:
     def save(self, folder: str | Path) -> None:
         """Write to `folder` atomically: a half-written index is never found there."""
         folder = Path(folder)
-        tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = fresh_scratch(folder.with_name(f"{folder.name}.tmp{os.getpid()}"), BM25_KIND)
         try:
             self._model.save(str(tmp), show_progress=False)
             meta = {"format": FORMAT, "passages": self.passages, "sources": self.sources, "config": asdict(self.config)}
             (tmp / META).write_text(json.dumps(meta, indent=2))
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_scratch(tmp, BM25_KIND)
             raise
         publish_folder(tmp, folder, BM25_KIND)
 
@@ -166,7 +164,7 @@ class BM25Index:
 def read_meta(folder: Path) -> dict | None:
     try:
         meta = json.loads((folder / META).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):  # missing, unreadable, or `folder` is a file
         return None
     return meta if meta.get("format") == FORMAT else None
 
@@ -192,6 +190,9 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
     if progress and not (why == "missing" and explain_missing is False):
         print(f"BM25 index for {index.path} is {why}: building it from {len(index.store)} stored passages", file=sys.stderr)
     bm25 = BM25Index.build_from_store(index.store, config, sources, progress)
+    if folder.exists() and not folder.is_dir():  # never replaced: rag did not write it
+        print(f"BM25 index kept in memory only: {folder} is a file, not a BM25 index folder (move it away to have the index saved there)", file=sys.stderr)
+        return bm25
     if save or (save is None and os.access(index.path, os.W_OK)):
         try:
             bm25.save(folder)

@@ -26,7 +26,7 @@ from rag.embeddings import encode_shard, encode_store_shards, shard_paths
 from rag.encoders import Encoder, EncoderConfig, load_encoder
 from rag.files import check_not_inside, check_replaceable, folder_lock, make_scratch, publish_folder, read_json, recover_folder, remove_scratch, write_json_atomic
 from rag.index import DenseIndex, IndexConfig
-from rag.index_folder import FAISS_FILE, INDEX_KIND, MANIFEST, STORE, IndexFolder, Manifest, Source, check_encoder, commit_record, open_index
+from rag.index_folder import FAISS_FILE, INDEX_KIND, MANIFEST, STORE, IndexFolder, Manifest, Source, check_encoder, commit_record, load_row_digests, open_index, superseded_row_digests
 from rag.sharded import SHARD_DIR, ShardedIndex
 from rag.store import PassageStore
 from rag.types import Passage, RagError
@@ -63,7 +63,7 @@ def build_index(
     `encode_shards(store_path, shard_dir, shard_size, encoder_config)` may replace the in-process
     shard loop (the Ray backend does); it must leave the same shard files.
     """
-    out = Path(out)
+    out = _output_path(out)
     partial = out.with_name(out.name + ".partial")
     _check_build_output(config, out)
     state = _build_state(config)
@@ -88,6 +88,16 @@ def build_index(
     return open_index(out)
 
 
+def _output_path(out: str | Path) -> Path:
+    """`out` as given, or resolved when it has no name of its own ("." or ".."): the build works beside it."""
+    out = Path(out)
+    if not out.name or out.name == "..":
+        out = out.resolve()
+    if not out.name:
+        raise RagError(f"cannot build an index at {out}: name a folder for it, e.g. --out indexes/NAME (nothing was written)")
+    return out
+
+
 def _check_build_output(config: BuildConfig, out: Path) -> None:
     """Refuse before anything is written: a missing corpus, an existing output without --overwrite,
     an output that is not an index folder, or one that holds the corpus being read."""
@@ -98,9 +108,9 @@ def _check_build_output(config: BuildConfig, out: Path) -> None:
         return
     if not config.overwrite:
         raise RagError(f"{out} already exists; pass --overwrite to rebuild it, or `rag index add` to add passages")
-    check_replaceable(out, INDEX_KIND, "Choose another --out.")
-    if config.corpus != "default":
+    if config.corpus != "default":  # first: the more specific reason when the corpus is one of the foreign files
         check_not_inside(config.corpus, out, "the corpus")
+    check_replaceable(out, INDEX_KIND, "Choose another --out.")
 
 
 def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder: Encoder | None, encode_shards, progress: bool) -> None:
@@ -184,7 +194,7 @@ def _append_corpus(store_path: Path, corpus: str, fmt: str, split: SplitConfig, 
         store.add(hashed(passages))
     log(report.summary(), progress)
     return {
-        "source": str(corpus),
+        "source": corpus if corpus == "default" else str(Path(corpus).resolve()),  # absolute: "Repair:" commands work from any directory
         "format": detect_format(corpus) if fmt == "auto" else fmt,
         "sha256": digest.hexdigest(),
         "documents": report.documents,
@@ -239,9 +249,11 @@ def add_to_index(
                 source.pending = False
             commit_record(folder, manifest, store, dense).write(folder)  # the commit
         committed.store.close()
-        for old in superseded:
+        for old in superseded + superseded_row_digests(folder, manifest):
             old.unlink(missing_ok=True)
-    return IndexFolder(folder, manifest, PassageStore(folder / STORE, readonly=True, rows=n), dense)  # what was just committed, not read back
+    store = PassageStore(folder / STORE, readonly=True, rows=n)
+    store.seal(load_row_digests(folder, manifest))
+    return IndexFolder(folder, manifest, store, dense)  # what was just committed, not read back
 
 
 def _pending_source(folder: Path, manifest: Manifest, corpus: str | None, fmt: str, split: SplitConfig = SplitConfig()) -> Source | None:

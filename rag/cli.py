@@ -124,7 +124,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_add_index_parsers, _add_search_parser, _add_eval_parsers, _add_ask_parser, _add_train_parser, _add_export_parser, _add_demo_parser):
         add(sub)
+    _talk_options_everywhere(parser)
     return parser
+
+
+def _talk_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`rag ask ... --quiet` as well as `rag --quiet ask ...`: every command takes --quiet/--verbose.
+
+    SUPPRESS: a command that is not given the flag leaves the value `rag --quiet` set alone."""
+    for action in list(parser._actions):
+        if isinstance(action, argparse._SubParsersAction):
+            for command in {id(c): c for c in action.choices.values()}.values():
+                command.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="as rag --quiet")
+                command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="as rag --verbose")
+                _talk_options_everywhere(command)
 
 
 def _add_index_parsers(sub) -> None:
@@ -159,6 +172,10 @@ def _add_index_parsers(sub) -> None:
     i.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
     i.add_argument("--json", action="store_true", help="the whole manifest as JSON")
     i.set_defaults(func=commands.cmd_index_info)
+
+    v = index.add_parser("verify", help="check every passage and file of an index against what its last commit recorded (exit 1 on damage)")
+    v.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
+    v.set_defaults(func=commands.cmd_index_verify)
 
 
 def _add_search_parser(sub) -> None:
@@ -325,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_threads(args.threads)
         with _silenced_stderr() if args.quiet else contextlib.nullcontext():
-            args.func(args)
+            status = args.func(args)  # a command may return an exit status (rag index verify: 1 on damage)
     except BrokenPipeError:  # `rag ... | head`: the reader left; not an error worth a traceback
         import os
 
@@ -338,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rag: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -75,6 +75,22 @@ def cmd_index_info(args) -> None:
               + ("  [add not finished: rerun `rag index add`]" if source["pending"] else ""))
 
 
+def cmd_index_verify(args) -> int:
+    from rag.verify import verify_index
+
+    report = verify_index(args.index, progress=not args.quiet)
+    for note in report.notes:
+        print(f"note: {note}")
+    if not report.ok:
+        print(f"{report.folder} is damaged:")
+        for problem in report.problems:
+            print(f"  {problem}")
+        print(f"Repair: {report.repair}")
+        return 1
+    print(f"{report.folder}: all {report.rows:,} passages and every file match the last commit ({report.seconds:.1f} s)")
+    return 0
+
+
 def _hybrid_config(args):
     from rag.retrieve import HybridConfig
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from rag.corpus_files import Lines, bad, clip, each_file, folder_format, is_wiki_file, read_errors
 from rag.types import Passage, RagError
+from rag.wikiextractor import read_wikiextractor
 from rag.wikitext import clean_wikitext
 
 DEFAULT_CORPUS = "default"
@@ -59,7 +61,9 @@ def detect_format(source: str | Path) -> str:
         return "default"
     path = Path(source)
     if path.is_dir():
-        return "hf"
+        return folder_format(path)
+    if is_wiki_file(path):
+        return "wikiextractor"
     name = path.name.lower()
     for suffix in (".bz2", ".gz"):
         name = name.removesuffix(suffix)
@@ -102,22 +106,17 @@ def read_passages(
         for where, p in CORPUS_READERS[fmt](Path(str(source)), split, on_error, report):
             # Caught here, where the record's file and line are known (the store knows neither).
             if not seen.first(p.id):
-                _bad(report, on_error, where, f"duplicate passage id {p.id!r}")
+                bad(report, on_error, where, f"duplicate passage id {clip(repr(p.id))}")
                 continue
             if stored is not None and stored(p.id):
-                _bad(report, on_error, where, f"duplicate passage id {p.id!r} (already in the index)")
+                bad(report, on_error, where, f"duplicate passage id {clip(repr(p.id))} (already in the index)")
                 continue
             report.passages += 1
             yield p
+    if report.passages == 0 and report.skipped:  # not "is it empty?": it was not, every record was bad
+        raise RagError(f"no passages read from {source} (format {fmt}): all {len(report.skipped)} records were bad and skipped (first: {report.skipped[0]})")
     if report.passages == 0:
         raise RagError(f"no passages read from {source} (format {fmt}); is it empty?")
-
-
-def _bad(report: ReadReport, on_error: str, where: str, what: str) -> None:
-    msg = f"{where}: {what}"
-    if on_error == "raise":
-        raise RagError(msg + " (use --skip-bad to skip bad records)")
-    report.skipped.append(msg)
 
 
 class _SeenIds:
@@ -141,45 +140,6 @@ class _SeenIds:
 
     def __exit__(self, *exc) -> None:
         self._db.close()
-
-
-def _open_bytes(path: Path):
-    if path.suffix == ".bz2":
-        return bz2.open(path, "rb")
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-@dataclass
-class _Lines:
-    """A text file's lines, decoded from UTF-8 one line at a time.
-
-    Decoding per line (not by a text-mode file, which decodes 8 KB chunks) names a bad byte by
-    its line and its offset in the file, and lets `on_error="skip"` drop that line and read on.
-    `line` is the 1-based number of the line last read: a CSV record's line even when the csv
-    module reads several lines for it or a bad line was skipped.
-    """
-
-    path: Path
-    on_error: str
-    report: ReadReport
-    line: int = 0
-
-    def __iter__(self) -> Iterator[str]:
-        offset = 0  # bytes before this line (of the uncompressed text for .bz2/.gz)
-        unpacked = " of the uncompressed text" if self.path.suffix in (".bz2", ".gz") else ""
-        with _open_bytes(self.path) as f:
-            for self.line, raw in enumerate(f, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    _bad(self.report, self.on_error, f"{self.path}:{self.line}", f"not UTF-8 text ({e.reason}: byte 0x{raw[e.start]:02x} at byte {offset + e.start}{unpacked})")
-                else:
-                    yield text
-                offset += len(raw)
 
 
 # --- Wikipedia pages-articles XML ------------------------------------------------------------
@@ -209,16 +169,16 @@ def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadRe
                     last_title = title
                     if ns == "0" and not redirect and text and not text.lstrip().upper().startswith("#REDIRECT"):
                         report.documents += 1
-                        where = f"{path}: page {page_id} {title!r}"
+                        where = f"{path}: page {page_id} {clip(repr(title))}"
                         yield from ((where, p) for p in split_passages(page_id or title, title, clean_wikitext(text), split))
                     title = ns = page_id = text = None
                     redirect = False
                     elem.clear()  # keep memory flat over a multi-GB dump
     except EOFError as e:
-        raise RagError(f"{path}: file is truncated ({e}); read {pages} pages, last one {last_title!r}") from e
+        raise RagError(f"{path}: file is truncated ({e}); read {pages} pages, last one {clip(repr(last_title))}") from e
     except ET.ParseError as e:
         line, col = e.position
-        raise RagError(f"{path}:{line}:{col}: invalid XML ({e}); read {pages} pages, last one {last_title!r}") from e
+        raise RagError(f"{path}:{line}:{col}: invalid XML ({e}); read {pages} pages, last one {clip(repr(last_title))}") from e
     except OSError as e:
         raise RagError(f"{path}: cannot read ({e}); read {pages} pages") from e
 
@@ -229,28 +189,28 @@ def _read_wiki_xml(path: Path, split: SplitConfig, on_error: str, report: ReadRe
 def _read_dpr_tsv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     # DPR's passages are already 100-word blocks: kept as they are, with their ids.
     csv.field_size_limit(sys.maxsize)
-    lines = _Lines(path, on_error, report)
-    with _read_errors(path):
+    lines = Lines(path, on_error, report)
+    with read_errors(path):
         reader = csv.reader(lines, delimiter="\t")
         header = next(reader, None)
         if header is None:
             return
         if [h.strip().lower() for h in header] != ["id", "text", "title"]:
-            raise RagError(f"{path}:{lines.line}: expected the header 'id<TAB>text<TAB>title', found {header!r}")
+            raise RagError(f"{path}:{lines.line}: expected the header 'id<TAB>text<TAB>title', found {clip(repr(header))}")
         for row in reader:
             where = f"{path}:{lines.line}"
             if len(row) != 3:
-                _bad(report, on_error, where, f"expected 3 tab-separated columns (id, text, title), found {len(row)}")
+                bad(report, on_error, where, f"expected 3 tab-separated columns (id, text, title), found {len(row)}")
                 continue
             pid, text, title = row
             if not pid.strip() or not text.strip():
-                _bad(report, on_error, where, "empty id or text")
+                bad(report, on_error, where, "empty id or text")
                 continue
             report.documents += 1
             yield where, Passage(pid.strip(), title, text)
 
 
-def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
+def _records_to_passages(records: Iterable[tuple[str, int | str, dict]], split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     """(where, position, record) with `title`, `text` and optional `id` -> (where, passage) pairs.
 
     A record without an id is named by its 0-based position in the file, so skipping a bad
@@ -258,23 +218,26 @@ def _records_to_passages(records: Iterable[tuple[str, int, dict]], split: SplitC
     """
     for where, n, rec in records:
         if not isinstance(rec, dict):
-            _bad(report, on_error, where, f"expected an object with 'title' and 'text', found {type(rec).__name__}")
+            bad(report, on_error, where, f"expected an object with 'title' and 'text', found {type(rec).__name__}")
             continue
         text = rec.get("text")
-        if not isinstance(text, str) or not text.strip():
-            _bad(report, on_error, where, "missing or empty field 'text'")
+        if text is not None and not isinstance(text, str):
+            bad(report, on_error, where, f"field 'text' is not a string (found {type(text).__name__})")
+            continue
+        if not text or not text.strip():
+            bad(report, on_error, where, "missing or empty field 'text'")
             continue
         title = rec.get("title") or ""
         if not isinstance(title, str):
-            _bad(report, on_error, where, "field 'title' is not a string")
+            bad(report, on_error, where, f"field 'title' is not a string (found {type(title).__name__})")
             continue
         doc_id = str(rec["id"]) if rec.get("id") not in (None, "") else str(n)
         report.documents += 1
         yield from ((where, p) for p in split_passages(doc_id, title, text, split))
 
 
-def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
-    lines = _Lines(path, on_error, report)
+def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadReport, prefix: str = "") -> Iterator[tuple[str, Passage]]:
+    lines = Lines(path, on_error, report)
 
     def records():
         for line in lines:
@@ -282,48 +245,31 @@ def _read_jsonl(path: Path, split: SplitConfig, on_error: str, report: ReadRepor
                 continue
             where = f"{path}:{lines.line}"
             try:
-                yield where, lines.line - 1, json.loads(line)
+                yield where, f"{prefix}{lines.line - 1}", json.loads(line)
             except json.JSONDecodeError as e:
-                _bad(report, on_error, where, f"invalid JSON ({e.msg} at column {e.colno})")
+                bad(report, on_error, where, f"invalid JSON ({e.msg} at column {e.colno})")
 
-    with _read_errors(path):
+    with read_errors(path):
         yield from _records_to_passages(records(), split, on_error, report)
 
 
-def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
+def _read_csv(path: Path, split: SplitConfig, on_error: str, report: ReadReport, prefix: str = "") -> Iterator[tuple[str, Passage]]:
     csv.field_size_limit(sys.maxsize)
-    lines = _Lines(path, on_error, report)
+    lines = Lines(path, on_error, report)
 
     def records():
         reader = csv.DictReader(lines)
         if reader.fieldnames is None or "text" not in reader.fieldnames:
-            raise RagError(f"{path}:{max(lines.line, 1)}: CSV header must name a 'text' column (and 'title', optional 'id'); found {reader.fieldnames}")
+            raise RagError(f"{path}:{max(lines.line, 1)}: CSV header must name a 'text' column (and 'title', optional 'id'); found {clip(repr(reader.fieldnames))}")
         for n, rec in enumerate(reader):
             where = f"{path}:{lines.line}"
             if None in rec or None in rec.values():  # more or fewer cells than header columns
-                _bad(report, on_error, where, f"expected {len(reader.fieldnames)} columns")
+                bad(report, on_error, where, f"expected {len(reader.fieldnames)} columns")
                 continue
-            yield where, n, rec
+            yield where, f"{prefix}{n}", rec
 
-    with _read_errors(path):
+    with read_errors(path):
         yield from _records_to_passages(records(), split, on_error, report)
-
-
-class _read_errors:
-    """Turns a broken compressed stream or an unreadable file into a RagError naming the file."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, typ, e, tb):
-        if isinstance(e, EOFError):
-            raise RagError(f"{self.path}: file is truncated ({e})") from e
-        if isinstance(e, OSError):
-            raise RagError(f"{self.path}: cannot read ({e})") from e
-        return False
 
 
 # --- Hugging Face datasets and the built-in corpus -----------------------------------------------
@@ -358,7 +304,7 @@ def passages_from_dataset(ds, name: str, split: SplitConfig = SplitConfig(), on_
 
 def _dataset_passages(ds, name: str, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     if "text" not in ds.column_names:
-        raise RagError(f"{name}: dataset has columns {ds.column_names}; it needs 'text' (and 'title', optional 'id')")
+        raise RagError(f"{name}: dataset has columns {clip(repr(ds.column_names))}; it needs 'text' (and 'title', optional 'id')")
     rows = ((f"{name} row {i}", i, rec) for i, rec in enumerate(ds))
     yield from _records_to_passages(rows, split, on_error, report)
 
@@ -390,5 +336,13 @@ def _read_default(_: Path, split: SplitConfig, on_error: str, report: ReadReport
 
 # format -> reader(path, split, on_error, report) yielding (where, Passage). A new corpus format is
 # one reader function plus one entry here (and its file suffix in detect_format for --format auto).
-CORPUS_READERS = {"wiki-xml": _read_wiki_xml, "dpr-tsv": _read_dpr_tsv, "jsonl": _read_jsonl, "csv": _read_csv, "hf": _read_hf, "default": _read_default}
+CORPUS_READERS = {
+    "wiki-xml": _read_wiki_xml,
+    "wikiextractor": read_wikiextractor,  # rag/wikiextractor.py
+    "dpr-tsv": _read_dpr_tsv,
+    "jsonl": each_file(_read_jsonl),  # each_file: a folder of .jsonl files reads too
+    "csv": each_file(_read_csv),
+    "hf": _read_hf,
+    "default": _read_default,
+}
 FORMATS = tuple(CORPUS_READERS)

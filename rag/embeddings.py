@@ -16,6 +16,7 @@ from rag.console import log
 from rag.encoders import Encoder, passage_text
 from rag.files import save_npy_atomic
 from rag.store import PassageStore
+from rag.types import Passage
 
 
 def shard_paths(shard_dir: Path, n: int, shard_size: int) -> list[Path]:
@@ -29,6 +30,11 @@ def encode_shard(store: PassageStore, encoder: Encoder, start: int, stop: int, o
     little padding is computed; a shard (4,096 passages by default) fits in memory for that.
     """
     passages = [p for chunk in store.iter_batches(4096, start, stop) for p in chunk]
+    return encode_passages_sorted(encoder, passages, on_batch, batch)
+
+
+def encode_passages_sorted(encoder: Encoder, passages: list[Passage], on_batch: Callable[[int], None] = lambda n: None, batch: int = 256) -> np.ndarray:
+    """Vectors for `passages` in their order, encoded longest first (batches of similar length pad little)."""
     order = np.argsort([-len(passage_text(p)) for p in passages], kind="stable")
     vectors = np.zeros((len(passages), encoder.dim), np.float32)
     for lo in range(0, len(passages), batch):

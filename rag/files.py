@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fnmatch
 import json
 import os
 import re
@@ -29,10 +30,18 @@ class ArtifactKind:
     name: str  # for messages: "an index folder"
     header: str  # file in the folder, e.g. "manifest.json"
     format: str  # its "format" value, e.g. "rag-index v1" (the version is not compared)
+    owned: tuple[str, ...] = ()  # fnmatch patterns of the entries rag writes in such a folder; () = not enumerated
 
     def matches(self, folder: Path) -> bool:
         found = header_format(folder / self.header)
         return found is not None and found.split(" v")[0] == self.format.split(" v")[0]
+
+    def foreign(self, folder: Path) -> list[str]:
+        """Entries of `folder` that rag never writes in an artifact of this kind (a user's notes, runs ...)."""
+        if not self.owned or not folder.is_dir():
+            return []
+        patterns = self.owned + (self.header, SCRATCH_MARKER, "*.tmp")
+        return sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir() if not any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns))
 
 
 # --- single files ----------------------------------------------------------------------------
@@ -134,8 +143,17 @@ def check_replaceable(folder: Path, kind: ArtifactKind, hint: str = "") -> None:
     if not folder.exists() and not folder.is_symlink():
         return
     if folder.is_dir() and not folder.is_symlink() and (not any(folder.iterdir()) or kind.matches(folder)):
+        _refuse_foreign(folder, kind, hint)
         return
     raise RagError(f"{folder} is not {kind.name} (it holds {describe(folder)}): it is left as it is and nothing was written. {hint}".rstrip())
+
+
+def _refuse_foreign(folder: Path, kind: ArtifactKind, hint: str = "") -> None:
+    foreign = kind.foreign(folder)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise RagError(f"{folder} holds files rag did not write there ({shown}): replacing it would delete them, so it is left as it is and "
+                       f"nothing was written. Move them out of the folder and rerun. {hint}".rstrip())
 
 
 def check_not_inside(path: str | Path, folder: Path, what: str) -> None:
@@ -172,6 +190,8 @@ def remove_scratch(folder: Path, kind: ArtifactKind | None = None) -> None:
         return
     if not is_scratch(folder, kind):
         raise RagError(f"{folder} is in the way (it holds {describe(folder)}) and is not a scratch folder of rag: move it away and rerun")
+    if kind is not None:
+        _refuse_foreign(folder, kind)
     keep = {SCRATCH_MARKER, kind.header if kind else SCRATCH_MARKER}
     for entry in folder.iterdir():
         if entry.name not in keep:

@@ -244,7 +244,10 @@ class DenseIndex:
         flags = 0
         if mmap:
             flags = (faiss.IO_FLAG_MMAP if config.kind == "ivfpq" else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
-        return cls(faiss.read_index(str(path), flags), config)
+        index = faiss.read_index(str(path), flags)
+        if stored_kind(index) != config.kind:  # its search parameters would not apply (or silently mean something else)
+            raise RagError(f"{path} holds a {stored_kind(index)} FAISS index, the manifest says {config.kind}")
+        return cls(index, config)
 
     def _apply_search_params(self) -> None:
         import faiss
@@ -255,6 +258,16 @@ class DenseIndex:
             faiss.extract_index_ivf(self._search_index).nprobe = self.config.ivf_nprobe
             if self.config.refine != "none":
                 faiss.downcast_index(self._search_index).k_factor = self.config.refine_k_factor
+
+
+def stored_kind(faiss_index) -> str:
+    """The kind a FAISS index really is (flat, hnsw or ivfpq), whatever a manifest says."""
+    import faiss
+
+    name = type(faiss.downcast_index(faiss_index)).__name__
+    if "HNSW" in name:
+        return "hnsw"
+    return "flat" if name in ("IndexFlatIP", "IndexFlat") else "ivfpq"  # else IVF-PQ, its OPQ pre-transform or its refine wrapper
 
 
 def _with_refine(ivfpq, sample: np.ndarray, config: IndexConfig):

@@ -6,9 +6,14 @@ indexes/NAME/
     index.faiss       the DenseIndex, or
     index_shards/     00000.faiss, 00001.faiss ...: a ShardedIndex (manifest `index_shards` > 1)
 
+    row_digests.gN.npy  one 8-byte digest per row of its number, id, title and text (rag.store.row_digest)
+
 The manifest lists the FAISS files in row order with their sizes, the store's size, and a
 fingerprint of sampled rows (passage id + vector), so a truncated, swapped or reordered file is
 caught when the index is opened, cheaply (a few dozen rows are read), instead of answering wrong.
+Every passage the opened index reads is checked against its row digest, so an edited or swapped
+row of the store is reported as damage the moment a search would return it; `verify_index` checks
+every row and every file whole (`rag index verify`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.encoders import Encoder, EncoderConfig, load_encoder, passage_side
-from rag.files import ArtifactKind, read_versioned_json, recover_folder, write_json_atomic
+from rag.files import ArtifactKind, describe, read_json, read_versioned_json, recover_folder, save_npy_atomic, write_json_atomic
 from rag.index import DenseIndex, IndexConfig
 from rag.sharded import SHARD_DIR, ShardedIndex, shard_files
 from rag.store import PassageStore
@@ -29,7 +34,11 @@ from rag.types import Hit, RagError
 
 MANIFEST_FORMAT = "rag-index v1"
 MANIFEST, STORE, FAISS_FILE = "manifest.json", "passages.sqlite", "index.faiss"
-INDEX_KIND = ArtifactKind("an index folder", MANIFEST, MANIFEST_FORMAT)
+# Everything rag writes in an index folder (the build's and add's own files, BM25, the lock); anything
+# else is the user's and is never deleted by --overwrite.
+INDEX_KIND = ArtifactKind("an index folder", MANIFEST, MANIFEST_FORMAT, owned=(
+    "passages.sqlite", "passages.sqlite-*", "index.faiss", "index*.faiss", "index_shards", "row_digests.g*.npy",
+    "bm25", "bm25.tmp*", ".lock", "build.json", "ingested.json", "shards"))
 FINGERPRINT_ROWS = 64  # rows sampled for the fingerprint: enough to catch a reordering, cheap to check
 
 
@@ -67,6 +76,8 @@ class Manifest:
     file_sizes: dict = field(default_factory=dict)  # relative path -> bytes (the store: its size at the last commit, a minimum)
     fingerprint: str = ""  # rag.index_folder.row_fingerprint at the last commit
     precision: str = "fp32"  # what the passage vectors were computed in (bf16 autocast: cosine >= 0.9999 to fp32)
+    row_digests: str = ""  # the row-digest file (relative path); "" in indexes older than this field: passage text unchecked
+    file_sha256: dict = field(default_factory=dict)  # FAISS and row-digest files -> sha256 at the last commit (checked by verify_index, not at open)
     format: str = MANIFEST_FORMAT
     extra: dict = field(default_factory=dict)
 
@@ -76,7 +87,7 @@ class Manifest:
         if not path.exists():
             recover_folder(folder, INDEX_KIND)
         if not path.exists():
-            raise RagError(f"{folder} is not an index folder (no {MANIFEST}); build one with: rag index build --corpus default --out {folder}")
+            raise RagError(not_an_index(folder))
         data = read_versioned_json(path, MANIFEST_FORMAT)
         try:
             return cls.from_json(data, str(path))
@@ -128,6 +139,21 @@ class IndexFolder:
         return load_encoder(config)
 
 
+def not_an_index(folder: Path) -> str:
+    """Why `folder` cannot be opened as an index, and the command that makes one (or resumes it)."""
+    partial = folder.with_name(folder.name + ".partial") if folder.name else None
+    if partial is not None and partial.is_dir():
+        state = read_json(partial / "build.json") or {}
+        corpus = state.get("corpus") if isinstance(state.get("corpus"), str) else "YOUR_CORPUS"
+        return (f"{folder} is not built yet: an unfinished build waits in {partial}. Resume it by running the same build again: "
+                f"rag index build --corpus {shlex.quote(corpus)} --out {shlex.quote(str(folder))} (with the options it was started with)")
+    if not folder.exists():
+        return f"there is no index at {folder}; build one with: rag index build --corpus default --out {shlex.quote(str(folder))}"
+    if not folder.is_dir():
+        return f"{folder} is a file, not an index folder"
+    return f"{folder} is not an index folder (it holds {describe(folder)}, no {MANIFEST}); build one with: rag index build --corpus default --out {shlex.quote(str(folder) + '-index')}"
+
+
 def check_encoder(manifest: Manifest, spec: str, folder: Path) -> None:
     """`spec` may search the index when it is the encoder the index was built with, or shares its passage
     tower (a query tower trained by `rag train retriever` against an index of that encoder, or the reverse)."""
@@ -161,6 +187,8 @@ def _open_checked(folder: Path, manifest: Manifest, mmap: bool, dense_loader) ->
         store = PassageStore(folder / STORE, readonly=True, rows=manifest.passages)
     except sqlite3.DatabaseError as e:
         raise damaged(folder, manifest, f"{folder / STORE} cannot be read ({e})") from e
+    if manifest.row_digests:
+        store.seal(load_row_digests(folder, manifest), f"Repair: {repair_command(folder, manifest.to_json())}")
     dense = load_dense(folder, manifest, mmap, dense_loader)
     if len(dense) != manifest.passages or dense.dim != manifest.dim:
         raise damaged(folder, manifest, f"its FAISS index holds {len(dense)} vectors of {dense.dim} dimensions, the manifest says {manifest.passages} of {manifest.dim}")
@@ -187,11 +215,24 @@ def load_dense(folder: Path, manifest: Manifest, mmap: bool = False, dense_loade
     try:
         if dense_loader is not None:
             return dense_loader(files, config, mmap)
-        if len(files) == 1:
-            return DenseIndex.load(files[0], config, mmap=mmap)
-        return ShardedIndex.load(files, config, mmap=mmap)
+        dense = DenseIndex.load(files[0], config, mmap=mmap) if len(files) == 1 else ShardedIndex.load(files, config, mmap=mmap)
     except RuntimeError as e:  # faiss: truncated or not a FAISS file
         raise damaged(folder, manifest, f"a FAISS file cannot be read ({str(e).strip().splitlines()[-1][:200]})") from e
+    except RagError as e:  # a FAISS file of another kind than the manifest's
+        raise damaged(folder, manifest, str(e)) from e
+    return dense
+
+
+def load_row_digests(folder: Path, manifest: Manifest) -> np.ndarray:
+    """The committed rows' digests, memory-mapped (8 bytes a row, read only where a search looks)."""
+    path = folder / manifest.row_digests
+    try:
+        digests = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise damaged(folder, manifest, f"{path} cannot be read ({e})") from e
+    if digests.dtype != np.uint64 or digests.ndim != 1 or len(digests) < manifest.passages:
+        raise damaged(folder, manifest, f"{path} holds {digests.shape} {digests.dtype}, not a digest for each of {manifest.passages:,} rows")
+    return digests
 
 
 def row_fingerprint(store: PassageStore, dense, n: int) -> str:
@@ -209,13 +250,43 @@ def row_fingerprint(store: PassageStore, dense, n: int) -> str:
 
 
 def commit_record(folder: Path, manifest: Manifest, store: PassageStore, dense) -> Manifest:
-    """The manifest's integrity fields (files, sizes, fingerprint) for the folder's current files."""
+    """The manifest's integrity fields (files, sizes, row digests, fingerprint) for the folder's current files.
+
+    Row digests are written under a new name (readers of the last commit keep theirs); only rows new
+    since the last commit are hashed. Returns the manifest; the caller writes it (the commit)."""
+    _record_row_digests(folder, manifest, store)
     names = [str(p.relative_to(folder)) for p in manifest.dense_files(folder)]
-    sizes = {name: (folder / name).stat().st_size for name in names + [STORE]}
+    sizes = {name: (folder / name).stat().st_size for name in names + [STORE, manifest.row_digests]}
+    manifest.file_sha256 = {name: file_sha256(folder / name) for name in names + [manifest.row_digests]}
     manifest.faiss_files, manifest.file_sizes = names, sizes
     manifest.bytes_per_vector = round(sum(sizes[n] for n in names) / max(manifest.passages, 1), 1)
     manifest.fingerprint = row_fingerprint(store, dense, manifest.passages)
     return manifest
+
+
+def _record_row_digests(folder: Path, manifest: Manifest, store: PassageStore) -> None:
+    # The last commit's digests (its rows are unchanged: an add only appends), then the new rows'.
+    last = folder / manifest.row_digests if manifest.row_digests else None
+    previous = np.load(last) if last is not None and last.exists() else np.empty(0, np.uint64)
+    digests = np.concatenate([previous, store.digests(len(previous), manifest.passages)])
+    generation = 0
+    while (name := f"row_digests.g{generation}.npy") == manifest.row_digests or (folder / name).exists():
+        generation += 1
+    save_npy_atomic(folder / name, digests)
+    manifest.row_digests = name
+
+
+def superseded_row_digests(folder: Path, manifest: Manifest) -> list[Path]:
+    """Row-digest files of earlier commits (deleted after a commit, as superseded FAISS files are)."""
+    return [p for p in folder.glob("row_digests.g*.npy") if p.name != manifest.row_digests]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def damaged(folder: Path, manifest: Manifest | None, problem: str) -> RagError:

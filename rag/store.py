@@ -5,9 +5,12 @@ passages a search returns are ever loaded by id or row.
 """
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
+
+import numpy as np
 
 from rag.types import Hit, Passage, RagError
 
@@ -43,6 +46,8 @@ class PassageStore:
         if not found or found[0] != FORMAT:
             raise RagError(f"{self.path} is not a {FORMAT!r} passage store (found {found and found[0]!r})")
         self._rows = None
+        self._digests: np.ndarray | None = None  # set by seal(): every row read is checked against it
+        self._damage_hint = ""
         if rows is not None:
             if self._count() < rows:
                 raise RagError(f"{self.path} holds {self._count()} passages, its index says {rows}: the store was truncated or replaced")
@@ -53,6 +58,17 @@ class PassageStore:
 
     def __len__(self) -> int:
         return self._count() if self._rows is None else self._rows
+
+    def seal(self, digests: np.ndarray, damage_hint: str = "") -> None:
+        """From now on every passage read is checked against `digests` (row_digest of each row, as
+        recorded when the index was committed): an edited or swapped row is an error, never an answer."""
+        self._digests, self._damage_hint = digests, damage_hint
+
+    def _checked(self, row: int, passage: Passage) -> Passage:
+        if self._digests is not None and row < len(self._digests) and row_digest(row, passage) != self._digests[row]:
+            raise RagError(f"{self.path} is damaged: row {row:,} ({passage.id!r}) is not the passage recorded there when the index was committed "
+                           f"(its id, title or text was edited, or rows were swapped). {self._damage_hint}".rstrip())
+        return passage
 
     def add(self, passages: Iterable[Passage], batch_size: int = 10_000) -> int:
         """Append passages at rows len(self).. ; returns how many were added.
@@ -91,7 +107,7 @@ class PassageStore:
             chunk = wanted[i : i + 900]
             q = f"SELECT row, id, title, text FROM passages WHERE row IN ({','.join('?' * len(chunk))})"
             for r, pid, title, text in self._db.execute(q, chunk):
-                found[r] = Passage(pid, title, text)
+                found[r] = self._checked(r, Passage(pid, title, text))
         missing = [r for r in wanted if r not in found]
         if missing:
             raise RagError(f"rows {missing[:5]} not in {self.path} ({len(self)} passages)")
@@ -114,26 +130,31 @@ class PassageStore:
         return found is not None and (self._rows is None or found[0] < self._rows)
 
     def get(self, passage_id: str) -> Passage:
-        row = self._db.execute("SELECT id, title, text FROM passages WHERE id=?", (passage_id,)).fetchone()
-        if row is None:
+        found = self._db.execute("SELECT row, id, title, text FROM passages WHERE id=?", (passage_id,)).fetchone()
+        if found is None:
             raise RagError(f"passage {passage_id!r} not in {self.path}")
-        return Passage(*row)
+        return self._checked(found[0], Passage(*found[1:]))
 
     def iter_batches(self, batch_size: int = 1024, start: int = 0, stop: int | None = None) -> Iterator[list[Passage]]:
         """Passages in row order, rows [start, stop), `batch_size` at a time."""
         stop = len(self) if stop is None else stop
         for lo in range(start, stop, batch_size):
             hi = min(lo + batch_size, stop)
-            cur = self._db.execute("SELECT id, title, text FROM passages WHERE row >= ? AND row < ? ORDER BY row", (lo, hi))
-            yield [Passage(*r) for r in cur]
+            cur = self._db.execute("SELECT row, id, title, text FROM passages WHERE row >= ? AND row < ? ORDER BY row", (lo, hi))
+            batch = [self._checked(r, Passage(*rest)) for r, *rest in cur]
+            if len(batch) != hi - lo:  # a row deleted or renumbered: the batch would shift every row after it
+                raise RagError(f"{self.path} is damaged: rows {lo:,}-{hi - 1:,} should hold {hi - lo} passages, found {len(batch)}. {self._damage_hint}".rstrip())
+            yield batch
 
-    def set_meta(self, key: str, value: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
-        self._db.commit()
-
-    def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return row[0] if row else None
+    def digests(self, start: int = 0, stop: int | None = None, batch_size: int = 4096) -> np.ndarray:
+        """row_digest of rows [start, stop), read unchecked (what a commit records)."""
+        sealed, self._digests = self._digests, None
+        try:
+            return np.fromiter((row_digest(lo + i, p) for lo, batch in zip(range(start, stop if stop is not None else len(self), batch_size),
+                                                                          self.iter_batches(batch_size, start, stop)) for i, p in enumerate(batch)),
+                               dtype=np.uint64)
+        finally:
+            self._digests = sealed
 
     def close(self) -> None:
         self._db.close()
@@ -143,6 +164,12 @@ class PassageStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def row_digest(row: int, passage: Passage) -> np.uint64:
+    """8 bytes of BLAKE2b over a row's number, id, title and text: a swap or an edit changes it."""
+    data = f"{row}\x1f{passage.id}\x1f{passage.title}\x1f{passage.text}".encode()
+    return np.uint64(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
 
 
 def _conflict_in(db: sqlite3.Connection, batch: list[tuple], start: int) -> str:

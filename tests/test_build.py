@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_built_folder_is_self_describing(small_index):
     folder = small_index.path
-    assert sorted(p.name for p in folder.iterdir() if p.name != "bm25") == ["index.faiss", "manifest.json", "passages.sqlite"]
+    assert sorted(p.name for p in folder.iterdir() if p.name != "bm25") == ["index.faiss", "manifest.json", "passages.sqlite", "row_digests.g0.npy"]
     m = json.loads((folder / "manifest.json").read_text())
     assert m["format"] == "rag-index v1" and m["encoder"] == "default" and m["dim"] == 384
     assert m["passages"] == 300 and m["index"]["kind"] == "flat"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import bz2
 import json
+import re
 from itertools import islice
 
 import pytest
@@ -163,3 +164,83 @@ def test_unknown_format_and_missing_file(tmp_path):
         list(read_passages(tmp_path / "corpus.docx"))
     with pytest.raises(RagError, match="corpus not found"):
         list(read_passages(tmp_path / "nope.jsonl"))
+
+
+# --- trust: what a message says about bad input, folders of files, byte order marks ----------------
+
+
+def test_skip_bad_with_every_record_bad_says_so_not_is_it_empty(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps({"title": f"T{i}", "body": "no text field"}) + "\n" for i in range(3)))
+    with pytest.raises(RagError) as raised:
+        list(read_passages(path, on_error="skip"))
+    message = str(raised.value)
+    assert "all 3 records were bad and skipped" in message and f"(first: {path}:1: missing or empty field 'text')" in message
+    assert "is it empty" not in message
+
+
+@pytest.mark.parametrize("value, found", [(12345, "int"), (["a", "list"], "list"), ({"a": 1}, "dict")])
+def test_jsonl_text_that_is_not_a_string_is_named_so(tmp_path, value, found):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"title": "A", "text": value}) + "\n")
+    with pytest.raises(RagError, match=re.escape(f"c.jsonl:1: field 'text' is not a string (found {found})")):
+        list(read_passages(path))
+
+
+HUGE = "x" * 1_000_000
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("c.csv", f"title,{HUGE}\nA,b\n"),  # CSV header without a 'text' column
+        ("psgs.tsv", f"id\ttext\t{HUGE}\n1\tx\tT\n"),  # DPR header
+        ("c.jsonl", json.dumps({"id": HUGE, "text": "a"}) + "\n" + json.dumps({"id": HUGE, "text": "b"}) + "\n"),  # duplicate id
+    ],
+    ids=["csv-header", "dpr-header", "duplicate-id"],
+)
+def test_messages_quoting_input_are_cut_to_about_200_characters(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(RagError) as raised:
+        list(read_passages(path))
+    message = str(raised.value)
+    assert len(message) < len(str(path)) + 400 and "xxx..." in message, message[:500]
+
+
+def test_folder_of_jsonl_files_reads_them_in_sorted_order_naming_each_file(tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.jsonl").write_text(json.dumps({"id": "b", "title": "B", "text": "bravo"}) + "\n{broken\n")
+    (folder / "a.jsonl").write_text(json.dumps({"title": "A", "text": "alpha"}) + "\n")
+    (folder / "sub" / "c.json").write_text(json.dumps({"title": "C", "text": "charlie"}) + "\n")
+    (folder / ".DS_Store").write_bytes(b"\x00\x01")  # hidden files are not the corpus
+    assert detect_format(folder) == "jsonl"
+    with pytest.raises(RagError, match=re.escape(f"{folder / 'b.jsonl'}:2: invalid JSON")):
+        list(read_passages(folder))
+    report = ReadReport()
+    passages = list(read_passages(folder, on_error="skip", report=report))
+    # no id: named by file and position, since positions alone repeat from file to file
+    assert [(p.id, p.text) for p in passages] == [("a.jsonl:0-0", "alpha"), ("b-0", "bravo"), ("sub/c.json:0-0", "charlie")]
+    assert len(report.skipped) == 1 and report.skipped[0].startswith(f"{folder / 'b.jsonl'}:2:")
+
+
+def test_folder_of_csv_files_reads_as_csv_and_a_mixed_folder_stays_hf(tmp_path):
+    folder = tmp_path / "csvs"
+    folder.mkdir()
+    (folder / "2.csv").write_text("title,text\nRome,Rome is in Italy.\n")
+    (folder / "1.csv").write_text("title,text\nParis,Paris is in France.\n")
+    assert detect_format(folder) == "csv"
+    assert [(p.id, p.title) for p in read_passages(folder)] == [("1.csv:0-0", "Paris"), ("2.csv:0-0", "Rome")]
+    (folder / "3.jsonl").write_text(json.dumps({"title": "X", "text": "y"}) + "\n")
+    assert detect_format(folder) == "hf"
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("c.jsonl", json.dumps({"id": "a", "title": "A", "text": "alpha beta"}) + "\n"), ("c.csv", "id,title,text\na,A,alpha beta\n"), ("c.tsv", "id\ttext\ttitle\na-0\talpha beta\tA\n")],
+)
+def test_a_utf8_byte_order_mark_is_stripped(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(b"\xef\xbb\xbf" + content.encode())
+    assert [(p.id, p.title, p.text) for p in read_passages(path)] == [("a-0", "A", "alpha beta")]
