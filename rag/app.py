@@ -3,8 +3,9 @@
 Everything it shows comes from the library: the index, the reader and its query encoder from
 `rag.pipeline.load_pipeline`, the BM25 and hybrid retrievers from `rag.retrieve.load_retriever`, and
 each question goes retrieve -> read through a `Pipeline` (its two stages called in turn, so the page
-can show the passages the reader read). The app itself only checks the question box, renders
-results as HTML, and queues requests so that one question runs at a time (the models share the CPU).
+can show the passages the reader read). The app itself checks each request (the question, k and the
+choices, as `rag ask` does), renders results as HTML, and queues requests so that one question runs
+at a time (the models share the CPU), refusing those beyond a bounded queue at once.
 
 `rag demo --index indexes/NAME` and `python demo.py` both call `launch_demo`.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import html
 import os
+import reprlib
 import sys
 import time
 from dataclasses import dataclass, field
@@ -44,10 +46,13 @@ class DemoConfig:
     device: str | None = None  # None: cuda when available, else cpu
     host: str = "127.0.0.1"  # localhost only unless asked; "0.0.0.0" listens on every interface
     port: int = 7860
+    max_queue: int = 16  # questions waiting behind the one being answered; more are refused at once (HTTP 503) instead of waiting minutes
 
     def __post_init__(self):
         if not 1 <= self.k <= self.max_k:
             raise RagError(f"k must be between 1 and {self.max_k}, not {self.k}")
+        if self.max_queue < 1:
+            raise RagError(f"max_queue must be 1 or more, not {self.max_queue}")
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,48 @@ def _shipped_generators(config: DemoConfig) -> dict:
         return {}
     sequence = load_generator(folder, device=config.device, variant="sequence")
     return {"RAG-Sequence": sequence, "RAG-Token": RagGenerator.from_model(replace(sequence.config, variant="token"), sequence.tokenizer, sequence.model)}
+
+
+# --- checking requests -----------------------------------------------------------------------
+
+
+def check_demo_k(k, max_k: int) -> int:
+    """k as the page's slider allows it: a whole number from 1 to max_k. The API took k=1000 (1000
+    passages read for 15 s while everyone waited) and cut 2.7 to 2; both are refused now. 3.0 is 3;
+    the string "3" is refused: the API asks for a JSON number."""
+    whole = (isinstance(k, int) and not isinstance(k, bool)) or (isinstance(k, float) and k.is_integer())
+    if not whole or not 1 <= k <= max_k:
+        raise RagError(f"k must be a whole number from 1 to {max_k}, not {_shown(k)}")
+    return int(k)
+
+
+def request_problems(models: DemoModels, max_k: int, question, k, retriever, reader) -> dict[str, str]:
+    """What is wrong with each field of one request: field -> a message that names it ({} when nothing is).
+
+    The checks `rag ask` makes (rag.pipeline.check_question; k from 1 to max_k, as the slider), and the
+    retriever and reader must be ones the demo loaded. Values come from JSON, so any type can arrive.
+    """
+    problems = {}
+    if not isinstance(question, str):
+        problems["question"] = f"question must be text, not {_shown(question)}"
+    else:
+        try:
+            check_question(question)
+        except RagError as e:
+            problems["question"] = f"question: {e}"
+    try:
+        check_demo_k(k, max_k)
+    except RagError as e:
+        problems["k"] = str(e)
+    for name, value, loaded in (("retriever", retriever, models.pipelines), ("reader", reader, models.readers)):
+        if loaded and not (isinstance(value, str) and value in loaded):  # nothing loaded (no index): ask() says why instead
+            problems[name] = f"{name} must be one of {', '.join(loaded)}, not {_shown(value)}"
+    return problems
+
+
+def _shown(value) -> str:
+    """A value as a message quotes it: short, whatever was sent (a 100 KB list stays a line)."""
+    return reprlib.repr(value)
 
 
 # --- answering -------------------------------------------------------------------------------
@@ -314,8 +361,28 @@ def build_app(models: DemoModels, config: DemoConfig):
     ready = models.problem is None
 
     def on_ask(question: str, kind: str, k: float, reader: str, rerank: bool = False) -> tuple[str, str]:
-        result = ask(models, question, kind, int(k), reader, bool(rerank))  # Gradio refuses a k outside the slider's range
+        result = ask(models, question, kind, int(k), reader, bool(rerank))  # check_page_request let only whole numbers through (3.0: 3)
         return render_answer(result), render_passages(result)
+
+    # Gradio runs an event's validator when the request arrives, before queueing it, and answers a
+    # refusal with HTTP 422 and each field's message; an error raised in the handler itself comes back
+    # as 200 and an error event, after the wait in the queue. The validators are async on purpose: an
+    # async one runs on the event loop without a pause between Gradio's queue-size check and the
+    # queueing, where a sync one (run in a thread) let a burst of 30 requests past max_size=2.
+    async def check_page_request(question: str, retriever: str, k: float, reader: str, rerank: bool) -> list[dict]:
+        problems = request_problems(models, config.max_k, question, k, retriever, reader)
+        problems.pop("question", None)  # the page answers an empty question with a message where the answer goes
+        if not isinstance(rerank, bool):
+            problems["rerank"] = f"rerank must be true or false, not {_shown(rerank)}"
+        return _verdicts(problems, ("question", "retriever", "k", "reader", "rerank"))
+
+    async def check_api_request(question: str, k: int, retriever: str, reader: str) -> list[dict]:
+        return _verdicts(request_problems(models, config.max_k, question, k, retriever, reader), ("question", "k", "retriever", "reader"))
+
+    # Gradio refuses a request with too few values (`{"data": []}`) with HTTP 400 before a validator
+    # runs, naming the validator: these names make that message say which values were expected.
+    check_page_request.__name__ = "ask(question, retriever, k, reader, rerank)"
+    check_api_request.__name__ = "answer(question, k, retriever, reader)"
 
     with gr.Blocks(title="rag: ask Wikipedia", analytics_enabled=False) as app:
         gr.Markdown("## Ask Wikipedia\nThe answer comes from passages retrieved from the index, read by the reader; the passages are shown below with the answer highlighted.")
@@ -336,20 +403,39 @@ def build_app(models: DemoModels, config: DemoConfig):
         examples = gr.Examples([[q] for q in EXAMPLES], inputs=[question], label="Example questions (click to ask)")
         answer = gr.HTML(elem_id="answer")
         passages = gr.HTML(elem_id="passages")
-        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1)
+        gr.on([button.click, question.submit], on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_name="ask", concurrency_id="pipeline", concurrency_limit=1,
+              validator=check_page_request)
 
         def answer_as_data(question: str, k: int = config.k, retriever: str = kinds[0], reader: str = reader_labels[0]) -> dict:
             """JSON API (POST /gradio_api/call/answer, or gradio_client's predict(..., api_name="/answer")):
-            the answer, its probability and the passages read, as data; "error" when it could not answer.
-            Re-ranked as the page is by default (when the demo has a reranker)."""
+            the answer, its probability and the passages read, as data; "error" when it could not answer
+            (no index, a failure). Re-ranked as the page is by default (when the demo has a reranker).
+            A bad value never gets here: check_api_request refuses it with HTTP 422."""
             return result_json(ask(models, question, retriever, int(k), reader, retriever in models.rerankers))
 
         gr.api(answer_as_data, api_name="answer", concurrency_id="pipeline")
+        _set_validator(app, "answer", check_api_request)
         # A click on an example fills the box, then asks it with the chosen retriever and k.
         examples.load_input_event.then(on_ask, inputs=[question, kind, k, reader, rerank], outputs=[answer, passages], api_visibility="private", concurrency_id="pipeline")
-    # One question at a time: concurrent requests wait in Gradio's queue (none dropped: no max size).
-    app.queue(default_concurrency_limit=1)
+    # One question at a time: concurrent requests wait in Gradio's queue, at most max_queue of them; the
+    # next is refused at once (HTTP 503 "Queue is full") rather than waiting minutes behind the others.
+    # api_open=False closes /gradio_api/run/NAME, which ran a request at once, past the queue and the validators.
+    app.queue(default_concurrency_limit=1, max_size=config.max_queue, api_open=False)
     return app
+
+
+def _verdicts(problems: dict[str, str], fields: tuple[str, ...]) -> list[dict]:
+    """A Gradio validator's answer: one gr.validate per input, in the inputs' order."""
+    import gradio as gr
+
+    return [gr.validate(name not in problems, problems.get(name, "")) for name in fields]
+
+
+def _set_validator(app, api_name: str, validator) -> None:
+    """gr.api (Gradio 6.31) takes no validator=, but its event runs one as every event does: set it on
+    the event's BlockFunction, where the other listeners' validator= puts it."""
+    (fn,) = [fn for fn in app.fns.values() if fn.api_name == api_name]
+    fn.validator = validator
 
 
 def launch_demo(config: DemoConfig, models: DemoModels | None = None, block: bool = True):

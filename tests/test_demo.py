@@ -115,6 +115,26 @@ def test_cli_parses_demo_options():
     assert (build_parser().parse_args(["demo"]).rerank, build_parser().parse_args(["demo", "--rerank", "0"]).rerank) == (RerankConfig.depth, 0)
     with pytest.raises(RagError, match="k must be between 1 and 20"):
         DemoConfig(k=50)
+    with pytest.raises(RagError, match="max_queue must be 1 or more, not 0"):
+        DemoConfig(max_queue=0)
+
+
+def test_request_problems_name_each_field_as_the_cli_checks_it():
+    from rag.app import DemoModels, check_demo_k, request_problems
+
+    models = DemoModels(pipelines={"dense": None, "bm25": None}, readers={"span reader": None})
+    assert request_problems(models, 20, QUESTION, 3, "dense", "span reader") == {}
+    assert (check_demo_k(3.0, 20), check_demo_k(20, 20)) == (3, 20)  # 3.0 is the number 3
+    for k in (2.7, 21, 0, -5, "3", True, None, float("nan")):
+        assert request_problems(models, 20, QUESTION, k, "dense", "span reader") == {"k": f"k must be a whole number from 1 to 20, not {k!r}"}
+    assert request_problems(models, 20, ["x" * 100_000], 3, "dense", "span reader")["question"].startswith("question must be text, not ['xxx")
+    assert len(request_problems(models, 20, ["x" * 100_000], 3, "dense", "span reader")["question"]) < 100  # a 100 KB value is quoted short
+    assert request_problems(models, 20, "", 3, {"a": 1}, 5) == {
+        "question": "question: Type a question first.",
+        "retriever": "retriever must be one of dense, bm25, not {'a': 1}",
+        "reader": "reader must be one of span reader, not 5",
+    }
+    assert request_problems(DemoModels(problem="no index"), 20, QUESTION, 3, "dense", "span reader") == {}  # ask() says why instead
 
 
 # --- one real server ------------------------------------------------------------------------
@@ -135,6 +155,34 @@ class ReadTimes:
                 self.intervals.append((start, time.perf_counter()))
 
 
+def post_json(url: str, body) -> tuple[int, dict]:
+    """POST `body` as JSON: the HTTP status and the JSON reply, 4xx and 5xx included."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def problems_named(refused: dict) -> dict[str, str]:
+    """A Gradio validator's 422 reply: the refused fields, name -> message."""
+    return {v["parameter_name"]: v["message"] for v in refused["detail"] if not v["is_valid"]}
+
+
+def complete_event(url: str, event_id: str) -> list:
+    """The data of a /gradio_api/call/NAME event, read from its stream."""
+    import json
+    import urllib.request
+
+    stream = urllib.request.urlopen(f"{url}/{event_id}", timeout=120).read().decode()
+    return json.loads(stream.split("event: complete\ndata: ", 1)[1].splitlines()[0])
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -142,12 +190,18 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo(small_index):
+def demo_models(small_index):
+    """Loaded once for the module: the main server and the small-queue server share them."""
+    models = load_models(DemoConfig(index=str(small_index.path), k=5))
+    models.readers["span reader"] = ReadTimes(models.readers["span reader"])
+    return models
+
+
+@pytest.fixture(scope="module")
+def demo(small_index, demo_models):
     config = DemoConfig(index=str(small_index.path), k=5, port=_free_port())
-    models = load_models(config)
-    times = ReadTimes(models.readers["span reader"])
-    models.readers["span reader"] = times
-    app = launch_demo(config, models, block=False)
+    times = demo_models.readers["span reader"]
+    app = launch_demo(config, demo_models, block=False)
     assert app.local_url.startswith("http://127.0.0.1:")  # localhost unless asked otherwise
     try:
         yield app.local_url, times
@@ -200,10 +254,8 @@ def test_json_api_over_plain_http(demo):
     read = [p for p in result["passages"] if p["answer_spans"]]
     start, end = read[0]["answer_spans"][0]
     assert read[0]["text"][start:end] == "Bram Stoker"
-    bad = urllib.request.Request(url, data=json.dumps({"data": ["", 3, "bm25", "span reader"]}).encode(), headers={"Content-Type": "application/json"})
-    event = json.loads(urllib.request.urlopen(bad, timeout=60).read())["event_id"]
-    (refused,) = json.loads(urllib.request.urlopen(f"{url}/{event}", timeout=60).read().decode().split("data: ", 1)[1].splitlines()[0])
-    assert refused["error"] == "Type a question first." and refused["answer"] == ""
+    status, refused = post_json(url, {"data": ["", 3, "bm25", "span reader"]})  # refused when posted: no event to read
+    assert status == 422 and problems_named(refused) == {"question": "question: Type a question first."}
 
 
 # The page's example questions (rag.app.EXAMPLES), answered by the shipped reader over the small index.
@@ -258,11 +310,135 @@ def test_api_odd_questions_get_a_message_or_an_answer(client, question, expected
 
 
 @pytest.mark.parametrize("k, message", [(0, "less than minimum value 1"), (10_000, "greater than maximum value 20")])
-def test_api_refuses_k_outside_the_slider_range(client, k, message):
-    from gradio_client.exceptions import AppError
+def test_api_refuses_k_outside_the_slider_range(demo, capfd, k, message):
+    """The slider's own check, run with the page's validator when the request arrives: 400 and its message."""
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/call/ask", {"data": [QUESTION, "bm25", k, "span reader", True]})
+    assert status == 400 and message in refused["detail"]
+    assert "Traceback" not in "".join(capfd.readouterr())
 
-    with pytest.raises(AppError, match=message):
-        client.predict(QUESTION, "bm25", k, api_name="/ask")
+
+DRACULA = "Who wrote Dracula?"
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [
+        ([DRACULA, 1000, "dense", "span reader"], "k", "k must be a whole number from 1 to 20, not 1000"),  # took 15.5 s and 0.7 GB
+        ([DRACULA, 2.7, "dense", "span reader"], "k", "not 2.7"),  # was cut to 2
+        ([DRACULA, 0, "dense", "span reader"], "k", "not 0"),
+        ([DRACULA, "3", "dense", "span reader"], "k", "not '3'"),  # a JSON number is asked for
+        ([DRACULA, True, "dense", "span reader"], "k", "not True"),
+        ([DRACULA, None, "dense", "span reader"], "k", "not None"),
+        ([42, 3, "dense", "span reader"], "question", "question must be text, not 42"),
+        (["   ", 3, "dense", "span reader"], "question", "question: Type a question first."),
+        ([DRACULA, 3, "tfidf", "span reader"], "retriever", "retriever must be one of dense, bm25, hybrid, not 'tfidf'"),
+        ([DRACULA, 3, ["dense"], "span reader"], "retriever", "not ['dense']"),
+        ([DRACULA, 3, "dense", "T5"], "reader", "reader must be one of span reader, RAG-Sequence, RAG-Token, not 'T5'"),
+    ],
+    ids=["k-1000", "k-2.7", "k-0", "k-string", "k-bool", "k-null", "question-number", "question-blank", "retriever-unknown", "retriever-list", "reader-unknown"],
+)
+def test_json_api_refuses_bad_input_with_422_naming_the_field(demo, capfd, data, field, message):
+    """Refused when posted, before the queue: HTTP 422, each bad field named with its message; nothing in the server log."""
+    capfd.readouterr()
+    start = time.perf_counter()
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/call/answer", {"data": data})
+    assert status == 422, refused
+    assert list(problems_named(refused)) == [field] and message in problems_named(refused)[field]
+    assert time.perf_counter() - start < 5  # no model ran
+    assert "Traceback" not in "".join(capfd.readouterr())
+
+
+def test_json_api_names_every_bad_field_at_once(demo):
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/call/answer", {"data": [42, 2.7, "tfidf", "T5"]})
+    assert status == 422 and list(problems_named(refused)) == ["question", "k", "retriever", "reader"]
+
+
+@pytest.mark.parametrize("data", [[], [DRACULA]], ids=["none", "one"])
+def test_json_api_with_too_few_values_is_a_400_naming_them(demo, capfd, data):
+    capfd.readouterr()
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/call/answer", {"data": data})
+    assert status == 400 and f"answer(question, k, retriever, reader)) didn't receive enough input values (needed: 4, got: {len(data)})" in refused["detail"]
+    assert "Traceback" not in "".join(capfd.readouterr())
+
+
+def test_gradio_client_gets_the_validation_message(client):
+    from gradio_client.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="k must be a whole number from 1 to 20, not 2.7"):
+        client.predict(DRACULA, 2.7, "dense", "span reader", api_name="/answer")
+
+
+def test_run_route_that_skipped_the_queue_is_closed(demo):
+    """/gradio_api/run/NAME ran a request at once: past the one-at-a-time queue and the validators."""
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/run/answer", {"data": [DRACULA, 1000, "dense", "span reader"]})
+    assert status == 404 and "join the queue" in refused["detail"]
+
+
+@pytest.mark.parametrize(
+    "data, field, message",
+    [([QUESTION, "bm25", 2.7, "span reader", True], "k", "not 2.7"), ([QUESTION, "bm25", 3, "span reader", "yes"], "rerank", "rerank must be true or false, not 'yes'")],
+    ids=["k-2.7", "rerank-string"],
+)
+def test_page_api_refuses_what_the_page_cannot_send(demo, capfd, data, field, message):
+    capfd.readouterr()
+    status, refused = post_json(demo[0].rstrip("/") + "/gradio_api/call/ask", {"data": data})
+    assert status == 422 and list(problems_named(refused)) == [field] and message in problems_named(refused)[field]
+    assert "Traceback" not in "".join(capfd.readouterr())
+
+
+class SlowReader:
+    """The real reader, 2 s slower: a burst of requests arrives while the first is still being answered."""
+
+    def __init__(self, reader, seconds: float = 2.0):
+        self.reader, self.seconds = reader, seconds
+
+    def read(self, questions, hits):
+        time.sleep(self.seconds)
+        return self.reader.read(questions, hits)
+
+
+@pytest.fixture
+def small_queue_demo(small_index, demo_models):
+    """A second server over the same models, whose queue holds one question behind the one being answered."""
+    from dataclasses import replace
+
+    config = DemoConfig(index=str(small_index.path), k=5, port=_free_port(), max_queue=1)
+    models = replace(demo_models, readers={**demo_models.readers, "span reader": SlowReader(demo_models.readers["span reader"])})
+    app = launch_demo(config, models, block=False)
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+def test_requests_beyond_the_queue_are_refused_at_once(small_queue_demo, capfd):
+    """max_queue=1 and 8 requests at once: one answered, one waiting, the rest refused at once with 503, not queued for minutes."""
+    url = small_queue_demo.rstrip("/") + "/gradio_api/call/answer"
+    capfd.readouterr()
+    arrive = threading.Barrier(8)
+    replies, lock = [], threading.Lock()
+
+    def ask_one():
+        arrive.wait()
+        start = time.perf_counter()
+        status, reply = post_json(url, {"data": [DRACULA, 3, "bm25", "span reader"]})
+        with lock:
+            replies.append((status, reply, time.perf_counter() - start))
+
+    threads = [threading.Thread(target=ask_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    refused = [(reply, seconds) for status, reply, seconds in replies if status == 503]
+    admitted = [reply["event_id"] for status, reply, _ in replies if status == 200]
+    assert len(replies) == 8 and len(refused) + len(admitted) == 8, replies
+    assert 1 <= len(admitted) <= 2 and len(refused) >= 6  # the one being answered and the one waiting
+    assert all("Queue is full" in reply["detail"] and seconds < 2 for reply, seconds in refused), refused  # before the first answer (2 s) is done
+    for event_id in admitted:  # the admitted ones are answered, none lost
+        (result,) = complete_event(url, event_id)
+        assert result["answer"] == "Bram Stoker"
+    assert "Traceback" not in "".join(capfd.readouterr())
 
 
 def test_concurrent_questions_are_queued_not_run_in_parallel(demo, client):
