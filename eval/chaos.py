@@ -13,6 +13,11 @@ After every kill:
 The rerun must then finish with exit code 0 and a complete result (all sources, all steps).
 Kill times are drawn uniformly over each command's measured duration, so kills land in every phase
 (start-up, reading, encoding, FAISS, swap or commit, checkpoint writes).
+
+Then store damage, each on a fresh copy of the index: two rows swapped, a text, a title or an id
+edited in place, a row deleted, the file truncated. After each, `rag search` for the damaged
+passage's own text must refuse (exit 2, "damaged") rather than return a passage other than the one
+indexed at that row (a wrong answer), and `rag index verify` must report it (exit 1 or 2).
 """
 from __future__ import annotations
 
@@ -151,13 +156,79 @@ def main() -> None:
             _tally(scenario, lost + int(_step(ckpt) != n_questions * (i + 2)), 0)
         rows.append(["train (resume)", *scenario.values()])
 
+        damage_rows = damage_scenarios(index, work)
+
     headers = ["scenario", "kills", "data lost", "wrong answers", "reruns complete"]
     print(format_table(headers, rows))
+    print()
+    print(format_table(["store damage", "search refused", "wrong answers", "verify reports it"], damage_rows))
+    damage_wrong = sum(r[2] for r in damage_rows)
+    damage_missed = sum(1 - r[3] for r in damage_rows)
+    print(f"\n{len(damage_rows)} damages: wrong answers {damage_wrong}, detected {len(damage_rows) - damage_missed} of {len(damage_rows)}")
     totals = [sum(r[i] for r in rows) for i in range(1, 5)]
     print(f"\n{totals[0]} kills: {totals[0] - totals[1]} survived without data loss, data lost {totals[1]}, wrong answers {totals[2]}")
-    write_json(args.out, {"rows": [dict(zip(headers, r)) for r in rows], "seed": args.seed})
-    if totals[1] or totals[2]:
+    write_json(args.out, {"rows": [dict(zip(headers, r)) for r in rows], "damage": damage_rows, "seed": args.seed})
+    if totals[1] or totals[2] or damage_wrong or damage_missed:
         raise SystemExit(1)
+
+
+DAMAGES = {
+    "two rows swapped": lambda db, a, b: _swap(db, a, b),
+    "text edited": lambda db, a, b: db.execute("UPDATE passages SET text = 'Anne Rice!!' WHERE row = ?", (a,)),
+    "title edited": lambda db, a, b: db.execute("UPDATE passages SET title = title || ' (edited)' WHERE row = ?", (a,)),
+    "id edited": lambda db, a, b: db.execute("UPDATE passages SET id = id || '-x' WHERE row = ?", (a,)),
+    "row deleted": lambda db, a, b: db.execute("DELETE FROM passages WHERE row = ?", (a,)),
+}
+
+
+def damage_scenarios(index: Path, work: Path) -> list[list]:
+    """Each damage on a fresh copy; a search aimed at the damaged row, then a full verify."""
+    import shutil
+    import sqlite3
+
+    rows = []
+    folder = open_index(index)
+    a = folder.manifest.passages // 3
+    target = folder.store.get_rows([a])[0]
+    for name in [*DAMAGES, "file truncated"]:
+        copy = work / f"damaged-{name.replace(' ', '-')}"
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(index, copy, ignore=shutil.ignore_patterns("bm25*", ".lock"))
+        store = copy / "passages.sqlite"
+        if name == "file truncated":
+            with open(store, "r+b") as f:
+                f.truncate(store.stat().st_size // 2)
+        else:
+            db = sqlite3.connect(store)
+            DAMAGES[name](db, a, a + 1)
+            db.commit()
+            db.close()
+        code, out = rag_output("search", target.text[:300], "--index", str(copy), "--rerank", "0", "-k", "3", "--json")
+        refused = int(code == 2)
+        wrong = 0
+        if code == 0:  # answered: every passage it returned must be the one indexed at that row
+            original = {p.id: p for p in folder.store.get_rows(range(folder.manifest.passages))}
+            hits = json.loads(out)["hits"] if out.strip().startswith("{") else []
+            wrong = int(any(original.get(h["id"]) is None or original[h["id"]].text != h["text"] for h in hits))
+        verify, _ = rag_output("index", "verify", "--index", str(copy))
+        rows.append([name, refused, wrong, int(verify in (1, 2))])
+    return rows
+
+
+def _swap(db, a: int, b: int) -> None:
+    (ia, ta, xa), (ib, tb, xb) = (db.execute("SELECT id, title, text FROM passages WHERE row = ?", (r,)).fetchone() for r in (a, b))
+    db.execute("UPDATE passages SET id = ? WHERE row = ?", (f"tmp-{ia}", a))
+    db.execute("UPDATE passages SET id = ?, title = ?, text = ? WHERE row = ?", (ia, ta, xa, b))
+    db.execute("UPDATE passages SET id = ?, title = ?, text = ? WHERE row = ?", (ib, tb, xb, a))
+
+
+def rag_output(*args: str) -> tuple[int, str]:
+    """`rag ARGS` to completion: (exit code, stdout); a traceback on stderr is a failure of its own."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    if "Traceback" in proc.stderr:
+        raise SystemExit(f"rag {' '.join(args)} crashed:\n{proc.stderr[-3000:]}")
+    return proc.returncode, proc.stdout
 
 
 def _tally(scenario: dict, lost: int, wrong: int) -> None:

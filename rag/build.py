@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-
 from rag.console import log
 from rag.corpus import ReadReport, SplitConfig, detect_format, read_passages
 from rag.embeddings import encode_shard, encode_store_shards, shard_paths
@@ -128,7 +126,7 @@ def _encode_and_index(config: BuildConfig, partial: Path, source: dict, encoder:
         dense = ShardedIndex.build_from_files(embedding_files, config.index, config.index_shards)
         dense.save(partial / SHARD_DIR)
     else:
-        dense = DenseIndex.build(np.concatenate([np.load(p) for p in embedding_files]), config.index)
+        dense = DenseIndex.build_from_files(embedding_files, config.index)  # streamed: never all vectors in memory at once
         dense.save(partial / FAISS_FILE)
     manifest = Manifest(encoder=config.encoder.spec, dim=encoder_info[0], normalized=encoder_info[1], index=asdict(dense.config),
                         passages=n, sources=[Source(**source)], built_at=_now(), index_shards=config.index_shards, precision=encoder_info[2])
@@ -207,6 +205,14 @@ def _append_corpus(store_path: Path, corpus: str, fmt: str, split: SplitConfig, 
 # --- add -------------------------------------------------------------------------------------
 
 
+class AddedIndex(IndexFolder):
+    """What add_to_index returns: the index as committed, and whether the corpus was in it already (nothing was done)."""
+
+    def __init__(self, folder: IndexFolder, already_added: bool = False):
+        super().__init__(folder.path, folder.manifest, folder.store, folder.dense)
+        self.already_added = already_added
+
+
 def add_to_index(
     path: str | Path,
     corpus: str | None = None,
@@ -215,7 +221,7 @@ def add_to_index(
     on_error: str = "raise",
     encoder: Encoder | None = None,
     progress: bool = True,
-) -> IndexFolder:
+) -> AddedIndex:
     """Append a corpus's passages to an index; they become searchable without a rebuild.
 
     Under the folder's lock (a second writer is refused): the source is recorded in the manifest
@@ -237,7 +243,7 @@ def add_to_index(
         with PassageStore(folder / STORE, readonly=True) as store:
             n = len(store)
             if n == len(dense) and pending is None:
-                return committed  # nothing to add
+                return AddedIndex(committed, already_added=corpus is not None)  # nothing to add (`corpus` was added before)
             if n > len(dense):
                 from tqdm import tqdm
 
@@ -253,7 +259,7 @@ def add_to_index(
             old.unlink(missing_ok=True)
     store = PassageStore(folder / STORE, readonly=True, rows=n)
     store.seal(load_row_digests(folder, manifest))
-    return IndexFolder(folder, manifest, store, dense)  # what was just committed, not read back
+    return AddedIndex(IndexFolder(folder, manifest, store, dense))  # what was just committed, not read back
 
 
 def _pending_source(folder: Path, manifest: Manifest, corpus: str | None, fmt: str, split: SplitConfig = SplitConfig()) -> Source | None:

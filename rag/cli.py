@@ -141,7 +141,7 @@ def _talk_options_everywhere(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_index_parsers(sub) -> None:
-    """rag index build | add | info"""
+    """rag index build | add | info | verify | import"""
     index = sub.add_parser("index", help="build, extend and inspect dense indexes").add_subparsers(dest="index_command", required=True)
     b = index.add_parser("build", help="corpus -> passages -> embeddings -> FAISS index folder")
     _add_corpus_args(b, required=True)
@@ -176,6 +176,10 @@ def _add_index_parsers(sub) -> None:
     v = index.add_parser("verify", help="check every passage and file of an index against what its last commit recorded (exit 1 on damage)")
     v.add_argument("--index", default=DEFAULT_INDEX, help="index folder (default: %(default)s)")
     v.set_defaults(func=commands.cmd_index_verify)
+
+    from rag.importers import add_import_parser
+
+    add_import_parser(index, commands.cmd_index_import)  # rag index import: pre-computed vectors, nothing re-encoded
 
 
 def _add_search_parser(sub) -> None:

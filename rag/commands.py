@@ -57,7 +57,10 @@ def cmd_index_add(args) -> None:
     from rag.corpus import SplitConfig
 
     folder = add_to_index(args.index, args.corpus, args.format, SplitConfig(words_per_passage=args.words_per_passage), "skip" if args.skip_bad else "raise")
-    print(f"{folder.path}: now {folder.manifest.passages} passages")
+    if folder.already_added:
+        print(f"{args.corpus} is already in {folder.path} (same passages): nothing to do; the index holds {folder.manifest.passages:,} passages")
+    else:
+        print(f"{folder.path}: now {folder.manifest.passages:,} passages")
 
 
 def cmd_index_info(args) -> None:
@@ -91,6 +94,12 @@ def cmd_index_verify(args) -> int:
     return 0
 
 
+def cmd_index_import(args) -> None:
+    from rag.importers import import_command
+
+    import_command(args)
+
+
 def _hybrid_config(args):
     from rag.retrieve import HybridConfig
 
@@ -119,17 +128,20 @@ def cmd_search(args) -> None:
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
+    from rag.cli_render import print_search, ranking_json, shortfall
+
     questions = _asked(args, "search")
-    retriever = _maybe_reranked(load_retriever(open_index(args.index, mmap=args.mmap), args.retriever, config=_hybrid_config(args)), args)
+    index = open_index(args.index, mmap=args.mmap)
+    retriever = _maybe_reranked(load_retriever(index, args.retriever, config=_hybrid_config(args)), args)
     if args.questions is not None:
         return _search_batch(retriever, questions, args)
     question = questions[0][1]
     hits = retriever.retrieve([question], args.k)[0]
-    if args.json:
-        print(json.dumps({"question": question, "retriever": args.retriever, "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
+    if args.json:  # note: why fewer than k hits came back (None when k did)
+        print(json.dumps({"question": question, "retriever": args.retriever, **ranking_json(retriever, args.reranker),
+                          "note": shortfall(args.retriever, len(hits), args.k, len(index.store)), "hits": [h.to_json() for h in hits]}, ensure_ascii=False))
         return
-    for hit in hits:
-        _print_hit(hit, hit.passage.text, args.width)
+    print_search(hits, args.retriever, retriever, args.reranker, args.k, len(index.store), args.width)
 
 
 def _search_batch(retriever, questions: list[tuple[str, str]], args) -> None:
@@ -147,12 +159,6 @@ def _search_batch(retriever, questions: list[tuple[str, str]], args) -> None:
 
         write_atomic(Path(args.run), "".join(line + "\n" for line in lines).encode())
         print(f"{len(questions)} questions, {len(lines)} lines: {args.run}")
-
-
-def _print_hit(hit, text: str, width: int) -> None:
-    """One ranked passage: rank, score, title and id, then its text clipped to `width` characters."""
-    print(f"{hit.rank:>3}. [{hit.score:.4f}] {printable(hit.passage.title)} ({printable(hit.passage.id)})")
-    print(f"     {_clip(printable(text), width)}")
 
 
 def _eval_out(out: str | None, command: str, source: str) -> Path:
@@ -181,9 +187,20 @@ def cmd_eval_retrieval(args) -> None:
         reranker = load_reranker(_rerank_config(args))
         retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args, reranker) for kind in kinds}
         kinds = list(retrievers)
+    from rag.cli_render import eval_plan
+
+    reranked = [name for name in kinds if "+ rerank" in name]  # what takes long (~0.5 s a question for 50 on 2 cores): timed on the first questions
+    per_question = _seconds_per_question(retrievers[reranked[0]], examples[:3], max(ks)) if reranked else 0.0
+    print(eval_plan(kinds, len(examples), reranked, per_question), file=sys.stderr, flush=True)
     report = evaluate_retrieval(retrievers, examples, ks, batch_size=args.batch_size, mode=args.match)
     report = replace(report, configuration=_eval_configuration(args, index, retrievers=kinds), ceiling=_ceiling(index, examples))
     _write_eval(report, args, "retrieval")
+
+
+def _seconds_per_question(retriever, examples, k: int) -> float:
+    started = time.perf_counter()
+    retriever.retrieve([ex.question for ex in examples], k)
+    return (time.perf_counter() - started) / max(len(examples), 1)
 
 
 def cmd_eval_qa(args) -> None:
@@ -269,21 +286,12 @@ def cmd_ask(args) -> None:
     answer = pipeline.reader.read(questions, hits)[0]
     if args.timings:  # model loading is once per process; retrieve + read is what each question costs
         print(f"timings: load {1000 * (loaded - started):.0f} ms (once), retrieve {1000 * (retrieved - loaded):.0f} ms, "
-              f"read {1000 * (time.perf_counter() - retrieved):.0f} ms ({args.k} passages)", file=sys.stderr)
+              f"read {1000 * (time.perf_counter() - retrieved):.0f} ms ({len(hits[0])} passages)", file=sys.stderr)
     if untrained:
         print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
-    print(f"answer: {printable(answer.text) or '(none)'}")
-    print(f"score:  {answer.score:.4f}  (p(answer | question), marginalized over {args.k} passages)")
-    spans = {}
-    for span in answer.spans:  # best first; a span overlapping a better one is not marked again
-        kept = spans.setdefault(span.passage_id, [])
-        if all(span.end <= k.start or span.start >= k.end for k in kept):
-            kept.append(span)
-    for hit in answer.evidence:
-        text = hit.passage.text
-        for span in sorted(spans.get(hit.passage.id, ()), key=lambda s: -s.start):  # mark the answer: >>text<<
-            text = f"{text[: span.start]}>>{text[span.start : span.end]}<<{text[span.end :]}"
-        _print_hit(hit, text, args.width)  # marked first: the spans are offsets into the raw text
+    from rag.cli_render import print_answer
+
+    print_answer(answer, hits[0], args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width)
 
 
 def _asked(args, command: str) -> list[tuple[str, str]]:
@@ -390,10 +398,6 @@ def cmd_export_reader(args) -> None:
     from rag.train_reader import export_reader
 
     print(f"exported {args.source} as fp16 weights: {export_reader(args.source, args.out)}")
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def cmd_demo(args) -> None:

@@ -15,20 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from rag.corpus_files import Lines, bad, clip, each_file, folder_format, is_wiki_file, read_errors
+from rag.corpus_files import Lines, SplitConfig, bad, clip, each_file, folder_format, is_wiki_file, read_errors, split_passages  # noqa: F401 - SplitConfig, split_passages: rag.corpus is where callers find them
 from rag.types import Passage, RagError
 from rag.wikiextractor import read_wikiextractor
 from rag.wikitext import clean_wikitext
 
 DEFAULT_CORPUS = "default"
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """DPR splits articles into disjoint 100-word blocks; a tail shorter than `min_words` joins the block before it."""
-
-    words_per_passage: int = 100
-    min_words: int = 20
 
 
 @dataclass
@@ -45,15 +37,6 @@ class ReadReport:
         if self.skipped:
             s += f"; skipped {len(self.skipped)} bad records (first: {self.skipped[0]})"
         return s
-
-
-def split_passages(doc_id: str, title: str, text: str, config: SplitConfig = SplitConfig()) -> list[Passage]:
-    words = text.split()
-    n = config.words_per_passage
-    chunks = [words[i : i + n] for i in range(0, len(words), n)]
-    if len(chunks) > 1 and len(chunks[-1]) < config.min_words:
-        chunks[-2].extend(chunks.pop())
-    return [Passage(f"{doc_id}-{i}", title, " ".join(c)) for i, c in enumerate(chunks)]
 
 
 def detect_format(source: str | Path) -> str:

@@ -9,13 +9,28 @@ import codecs
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
-from rag.types import RagError
+from rag.types import Passage, RagError
 
-if TYPE_CHECKING:
-    from rag.corpus import ReadReport, SplitConfig
-    from rag.types import Passage
+# Annotations name rag.corpus's ReadReport and SplitConfig as strings: rag.corpus imports this module.
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """DPR splits articles into disjoint 100-word blocks; a tail shorter than `min_words` joins the block before it."""
+
+    words_per_passage: int = 100
+    min_words: int = 20
+
+
+def split_passages(doc_id: str, title: str, text: str, config: SplitConfig = SplitConfig()) -> list[Passage]:
+    words = text.split()
+    n = config.words_per_passage
+    chunks = [words[i : i + n] for i in range(0, len(words), n)]
+    if len(chunks) > 1 and len(chunks[-1]) < config.min_words:
+        chunks[-2].extend(chunks.pop())
+    return [Passage(f"{doc_id}-{i}", title, " ".join(c)) for i, c in enumerate(chunks)]
+
 
 WIKI_FILE = re.compile(r"wiki_\d{2,}(\.bz2)?")  # WikiExtractor's files, AA/wiki_00 ..., .bz2 with --compress
 _FOLDER_KINDS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv"}

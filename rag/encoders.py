@@ -33,6 +33,7 @@ class EncoderConfig:
     fp16: bool = False  # half precision on GPU only; ignored on CPU
     max_length: int = 256  # tokens; DPR and MiniLM passages of 100 words fit
     precision: str = "auto"  # auto (bf16 autocast where the CPU/GPU runs it fast: 2.6x fp32 on AVX512-BF16, cosine >= 0.9999), bf16, fp32, int8 (ONNX, default model)
+    inference_only: bool = False  # no training: a mean-pooling BERT folder runs in plain torch (rag/mean_pool_encoder.py), a faster start
 
 
 class Encoder(Protocol):
@@ -168,7 +169,7 @@ class TwoTowerEncoder:
         self.passage_spec = header.get("passage_encoder")
         if not isinstance(self.passage_spec, str) or _is_two_tower(self.passage_spec):
             raise RagError(f"{folder / TWO_TOWER_FILE}: 'passage_encoder' should name a one-tower encoder, not {self.passage_spec!r}")
-        self.query = SentenceTransformerEncoder(replace(config, spec=str(folder)))
+        self.query = one_tower(replace(config, spec=str(folder)))
         self.dim, self.normalized, self.model, self.device, self.dtype = self.query.dim, True, self.query.model, self.query.device, self.query.dtype
         self._passages: Encoder | None = None
 
@@ -217,6 +218,18 @@ def save_two_tower(model, folder: str | Path, passage_spec: str) -> None:
     write_json_atomic(folder / TWO_TOWER_FILE, {"format": TWO_TOWER_FORMAT, "passage_encoder": passage_spec})
 
 
+def one_tower(config: EncoderConfig) -> Encoder:
+    """A one-tower sentence-transformers encoder; with `inference_only`, a local mean-pooling folder loads
+    without sentence-transformers (same vectors; most of the cold start of `rag ask` was its import)."""
+    if config.inference_only and not config.fp16:
+        from rag.mean_pool_encoder import MeanPoolEncoder, is_mean_pool_folder
+
+        path = default_model_path() if config.spec == DEFAULT_ENCODER else config.spec
+        if looks_like_a_path(path) and is_mean_pool_folder(Path(path).expanduser()):
+            return MeanPoolEncoder(config, str(Path(path).expanduser()), passage_text)
+    return SentenceTransformerEncoder(config)
+
+
 def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
     """The one place an encoder backend is chosen: by the longest ENCODERS prefix of the spec."""
     if isinstance(config, str):
@@ -235,4 +248,4 @@ def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
 
 # spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here
 # (folders that carry a type header, like the two-tower rag_encoder.json, are found by it first).
-ENCODERS = {"dpr:": DPREncoder, SHIPPED_RETRIEVER: TwoTowerEncoder, "": SentenceTransformerEncoder}
+ENCODERS = {"dpr:": DPREncoder, SHIPPED_RETRIEVER: TwoTowerEncoder, "": one_tower}

@@ -145,6 +145,9 @@ def check_replaceable(folder: Path, kind: ArtifactKind, hint: str = "") -> None:
     if folder.is_dir() and not folder.is_symlink() and (not any(folder.iterdir()) or kind.matches(folder)):
         _refuse_foreign(folder, kind, hint)
         return
+    if folder.is_symlink():  # replacing the link would leave its target behind; following it would replace someone else's folder
+        raise RagError(f"{folder} is a symbolic link (to {os.readlink(folder)}): rag never replaces a folder through a link, so it is left as it is "
+                       f"and nothing was written. Pass the real path instead. {hint}".rstrip())
     raise RagError(f"{folder} is not {kind.name} (it holds {describe(folder)}): it is left as it is and nothing was written. {hint}".rstrip())
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -39,6 +39,10 @@ def _ivfpq(x: np.ndarray, config: IndexConfig):
     d = x.shape[1]
     opq = f"OPQ{config.pq_m}," if config.opq else ""
     index = faiss.index_factory(d, f"{opq}IVF{config.ivf_nlist},PQ{config.pq_m}x{config.pq_nbits}", faiss.METRIC_INNER_PRODUCT)
+    # The factory turns on polysemous training: it only reorders each PQ codebook for Hamming-distance
+    # filtering (polysemous_ht), which rag never sets, so search results are the same without it
+    # (tests/test_scale.py). It cost ~6 min of every 384-d build at m=96 on 2 cores, 4x the PQ training.
+    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
     if config.opq:  # OPQ learns its rotation with a PQ of its own: give it the index's code size
         rotation = faiss.downcast_VectorTransform(index.chain.at(0))
         rotation_pq = faiss.ProductQuantizer(d, config.pq_m, config.pq_nbits)
@@ -141,6 +145,57 @@ def training_rows(n: int, config: IndexConfig) -> np.ndarray:
     return np.sort(np.random.default_rng(0).choice(n, config.train_sample, replace=False))
 
 
+class VectorBlocks:
+    """Row blocks (rag.build's embedding shard files, or arrays) read as one [n, dim] matrix without loading it.
+
+    `take` copies out only the sampled rows (IVF-PQ's training sample), `blocks` gives one block's
+    rows at a time: a streamed build holds one block plus what FAISS holds. A file is memory-mapped
+    only while it is read (np.load mmap_mode="r") and unmapped after, so its pages never pile up in
+    the process's resident memory (they stay in the OS page cache, which the kernel can drop).
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray] = (), paths: Sequence[Path] = ()):
+        self._arrays, self._paths = list(arrays), [Path(p) for p in paths]
+        if bool(self._arrays) == bool(self._paths):
+            raise RagError("no vectors to index" if not (self._arrays or self._paths) else "VectorBlocks takes arrays or paths, not both")
+        shapes = [a.shape for a in self._arrays] or [self._block(i).shape for i in range(len(self._paths))]
+        names = [str(p) for p in self._paths] or [f"block {i}" for i in range(len(shapes))]
+        if len(shapes[0]) != 2:
+            raise RagError(f"{names[0]}: expected a 2-d array of vectors, got shape {shapes[0]}")
+        self.dim = int(shapes[0][1])
+        for shape, name in zip(shapes, names):
+            if len(shape) != 2 or shape[1] != self.dim:
+                raise RagError(f"{name}: vectors of shape {shape}, the first block's are {self.dim}-d")
+        self.starts = np.cumsum([0] + [shape[0] for shape in shapes])
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path]) -> "VectorBlocks":
+        return cls(paths=paths)
+
+    def _block(self, i: int) -> np.ndarray:
+        return self._arrays[i] if self._arrays else np.load(self._paths[i], mmap_mode="r", allow_pickle=False)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors at sorted `rows`, as one float32 array (only those rows are read)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.dim), np.float32)
+        cuts = np.searchsorted(rows, self.starts)
+        for i, (c0, c1) in enumerate(zip(cuts[:-1], cuts[1:])):
+            if c1 > c0:
+                out[c0:c1] = self._block(i)[rows[c0:c1] - self.starts[i]]
+        return out
+
+    def blocks(self, lo: int = 0, hi: int | None = None) -> Iterator[np.ndarray]:
+        """Rows [lo, hi) in order, at most one block's rows at a time (float32)."""
+        hi = len(self) if hi is None else hi
+        for i, (s, e) in enumerate(zip(self.starts[:-1], self.starts[1:])):
+            if s < hi and e > lo:
+                yield _as_f32(self._block(i)[max(lo - s, 0) : hi - s])
+
+
 class DenseIndex:
     def __init__(self, faiss_index, config: IndexConfig):
         self._index = faiss_index
@@ -166,6 +221,27 @@ class DenseIndex:
         return dense
 
     @classmethod
+    def build_streamed(cls, vectors: VectorBlocks, config: IndexConfig = IndexConfig()) -> "DenseIndex":
+        """The index `build` makes over all of `vectors`, without them all in memory at once.
+
+        IVF-PQ trains on the same fixed sample (`training_rows`, read from the blocks), then every
+        kind is filled block by block: memory is the sample (IVF-PQ), one block and what FAISS holds.
+        """
+        n, d = len(vectors), vectors.dim
+        if config.kind == "ivfpq":
+            config = resolve_ivfpq(config, n, d)
+        sample = vectors.take(training_rows(n, config)) if config.kind == "ivfpq" else np.zeros((0, d), np.float32)
+        dense = cls.trained(sample, config)
+        del sample
+        dense.add_blocks(vectors.blocks())
+        return dense
+
+    @classmethod
+    def build_from_files(cls, paths: Sequence[Path], config: IndexConfig = IndexConfig()) -> "DenseIndex":
+        """`build` over embedding shard files (rag.build's emb_*.npy), streamed: see build_streamed."""
+        return cls.build_streamed(VectorBlocks.from_files(paths), config)
+
+    @classmethod
     def trained(cls, sample: np.ndarray, config: IndexConfig) -> "DenseIndex":
         """An empty index, ready for `add`; IVF-PQ is trained on all of `sample` (resolve its parameters first).
 
@@ -186,10 +262,15 @@ class DenseIndex:
 
     def add(self, embeddings: np.ndarray) -> None:
         """Append vectors at rows len(self).. (IVF-PQ reuses its trained quantizers)."""
-        x = _as_f32(embeddings)
-        if x.shape[1] != self.dim:
-            raise RagError(f"cannot add {x.shape[1]}-d vectors to a {self.dim}-d index")
-        self._index.add(x)
+        self.add_blocks([embeddings])
+
+    def add_blocks(self, blocks: Iterable[np.ndarray]) -> None:
+        """`add` each block in turn; the GPU search copy (if any) is made once, after the last."""
+        for block in blocks:
+            x = _as_f32(block)
+            if x.shape[1] != self.dim:
+                raise RagError(f"cannot add {x.shape[1]}-d vectors to a {self.dim}-d index")
+            self._index.add(x)
         self._search_index = _to_gpu(self._index, self.config)
         self._apply_search_params()
 

@@ -187,6 +187,8 @@ def _open_checked(folder: Path, manifest: Manifest, mmap: bool, dense_loader) ->
         store = PassageStore(folder / STORE, readonly=True, rows=manifest.passages)
     except sqlite3.DatabaseError as e:
         raise damaged(folder, manifest, f"{folder / STORE} cannot be read ({e})") from e
+    except RagError as e:  # unreadable, or fewer rows than the manifest committed
+        raise damaged(folder, manifest, str(e)) from e
     if manifest.row_digests:
         store.seal(load_row_digests(folder, manifest), f"Repair: {repair_command(folder, manifest.to_json())}")
     dense = load_dense(folder, manifest, mmap, dense_loader)
@@ -295,6 +297,9 @@ def damaged(folder: Path, manifest: Manifest | None, problem: str) -> RagError:
 
 def repair_command(folder: Path, manifest: dict) -> str:
     """The commands that rebuild `folder` from the corpora its manifest (as JSON, maybe damaged) lists."""
+    imported = (manifest.get("extra") or {}).get("import") if isinstance(manifest.get("extra"), dict) else None
+    if isinstance(imported, dict) and isinstance(imported.get("command"), str):  # `rag index import` recorded how to redo it
+        return imported["command"] + (" --overwrite" if "--overwrite" not in imported["command"] else "")
     sources = [s["source"] for s in manifest.get("sources") or [] if isinstance(s, dict) and isinstance(s.get("source"), str)]
     encoder = manifest.get("encoder") if isinstance(manifest.get("encoder"), str) else "default"
     steps = [f"rag index build --corpus {shlex.quote(sources[0] if sources else 'YOUR_CORPUS')} --out {shlex.quote(str(folder))} --overwrite"

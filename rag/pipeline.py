@@ -22,14 +22,20 @@ class CheckedQuestion:
 
 
 def check_question(question: str | None, max_chars: int = MAX_QUESTION_CHARS) -> CheckedQuestion:
-    """Empty or whitespace-only questions are refused; very long ones are cut, with a note saying so."""
-    text = " ".join((question or "").split())
+    """Empty or whitespace-only questions are refused; terminal escape sequences and control characters are
+    removed before anything encodes the question (a pasted colour code is no words); very long ones are cut.
+    Each change comes with a note saying so."""
+    from rag.console import printable
+
+    text = " ".join(printable(question or "").split())
+    notes = ("Terminal escape sequences or control characters were removed from your question.",) if text != " ".join((question or "").split()) else ()
     if not text:
         raise RagError("Type a question first.")
     if len(text) > max_chars:
         cut = cut_at_word(text, max_chars)
-        return CheckedQuestion(cut, (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",))
-    return CheckedQuestion(text)
+        notes += (f"Your question is {len(question or ''):,} characters long; only the first {len(cut):,} were used (the models read a few hundred tokens).",)
+        return CheckedQuestion(cut, notes)
+    return CheckedQuestion(text, notes)
 
 
 def cut_at_word(text: str, limit: int) -> str:
@@ -83,6 +89,7 @@ class ReaderOptions:
     device: str | None = None  # None: cuda when available, else cpu
     generator: str | None = None  # rag-sequence / rag-token: the seq2seq model (folder, hub id or path; default: the shipped generator)
     precision: str = "auto"  # span reader: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32
+    inference_only: bool = False  # answering only (ask, search, demo, eval): a span reader loads without transformers (rag/bert.py), a faster start
 
 
 def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions()) -> Reader:
@@ -116,7 +123,7 @@ def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions())
 def _span_reader(model, options: ReaderOptions) -> Reader:
     from rag.read import ReaderConfig, SpanReader
 
-    return SpanReader(ReaderConfig(model=str(model), device=options.device, precision=options.precision))
+    return SpanReader(ReaderConfig(model=str(model), device=options.device, precision=options.precision, inference_only=options.inference_only))
 
 
 def _default_reader(options: ReaderOptions) -> Reader:
@@ -185,9 +192,9 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
     if is_checkpoint(reader) and retriever != "bm25":
         encoder = load_query_encoder(reader, folder, device)
     elif retriever != "bm25":  # the index's encoder, at the precision asked for (queries: auto = bf16 where fast)
-        encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision))
+        encoder = folder.load_encoder(EncoderConfig(spec=folder.manifest.encoder, device=device, precision=precision, inference_only=True))
     chosen = load_retriever(folder, retriever, encoder=encoder, config=hybrid)
-    reading = load_reader(reader, ReaderOptions(device, generator, precision))
+    reading = load_reader(reader, ReaderOptions(device, generator, precision, inference_only=True))
     rerank = rerank_if_installed(rerank)
     if rerank is not None:
         from rag.rerank import load_reranking
@@ -225,7 +232,7 @@ def load_reranker(config, loaded: Reader | None = None) -> Reader:
     if source is None:
         raise RagError(f"--reranker {config.reranker}: {models_dir() / SHIPPED_RERANKER} is not there; use --reranker reader, turn re-ranking off with --rerank 0, "
                        "or train one with `rag train reranker`")
-    return load_reader(source, ReaderOptions(config.device, None, config.precision))
+    return load_reader(source, ReaderOptions(config.device, None, config.precision, inference_only=True))
 
 
 def reranker_source(spec: str) -> str | None:

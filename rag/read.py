@@ -42,6 +42,7 @@ class ReaderConfig:
     score_scale: float = 20.0  # p(z|q) = softmax(score_scale * retrieval score + selection logit)
     batch_size: int = 16  # passages per forward pass at inference
     precision: str = "auto"  # auto | bf16 | fp32: bf16 weights where the CPU/GPU runs them fast (>= 2x fp32, same answers)
+    inference_only: bool = False  # no training or saving: a plain BERT folder loads through rag.bert, without transformers (same logits, faster start)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,6 @@ class SpanReader:
 
     def __init__(self, config: ReaderConfig = ReaderConfig()):
         import torch
-        from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
         from rag.encoders import default_model_path, resolve_device
 
@@ -94,12 +94,8 @@ class SpanReader:
             trained_with = {k: v for k, v in settings["config"].items() if k in TRAINED_SETTINGS and getattr(config, k) == getattr(ReaderConfig(), k)}
             self.config = config = replace(config, **trained_with)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source)
-            # Shipped weights are fp16: compute in fp32 or bf16. On CPU, plain (eager) attention: at ~110
-            # tokens torch's CPU flash-attention kernel took a quarter of the reader's time, eager ~10% less in all.
-            attention = {"attn_implementation": "eager"} if self.device == "cpu" else {}
-            qa = AutoModelForQuestionAnswering.from_pretrained(source, **attention).float()
-        except (OSError, ValueError) as e:
+            self.tokenizer, qa = _tokenizer_and_qa_model(source, self.device, config.inference_only)
+        except (OSError, ValueError, KeyError) as e:
             raise RagError(f"cannot load reader {config.model!r}: {e}") from e
         # A saved reader folder or a hub QA checkpoint has trained heads; the bare MiniLM gets random ones.
         self.trained = settings is not None or not (folder / "config.json").exists() or _has_qa_head(folder)
@@ -237,7 +233,9 @@ class SpanReader:
         members = max(groups.values(), key=lambda m: sum(x[0] for x in m))
         members.sort(key=lambda x: -x[0])
         evidence = list(dict.fromkeys(hit for _, hit, _, _ in members))
-        return Answer(question, members[0][3], sum(x[0] for x in members), tuple(evidence), tuple(span for _, _, span, _ in members))
+        text = members[0][3]  # spans that only normalize the same ("the planet Xylo", "planet Xylo.") mark the answer's own words
+        spans = (_answer_span(hit.passage, text, span) for _, hit, span, _ in members)
+        return Answer(question, text, sum(x[0] for x in members), tuple(evidence), tuple(dict.fromkeys(s for s in spans if s is not None)))
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -254,6 +252,40 @@ class SpanReader:
         self.tokenizer.save_pretrained(folder)
         save_file({k: v.detach().cpu().float().contiguous() for k, v in self.model.select.state_dict().items()}, str(folder / SELECTION_FILE))
         (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
+
+
+def _tokenizer_and_qa_model(source: str, device: str, inference_only: bool):
+    """The tokenizer and QA model of `source`: through rag.bert (no transformers import) when only
+    answering from a plain BERT folder, else transformers' (trainable, savable)."""
+    from rag.bert import is_bert_folder
+
+    if inference_only and is_bert_folder(source) and (_has_qa_head(Path(source)) or (Path(source) / READER_FILE).exists()):
+        from rag.bert import load_bert
+        from rag.fast_tokenizer import FastTokenizer
+
+        return FastTokenizer(source), load_bert(source, qa_head=True)[0]
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    # Shipped weights are fp16: compute in fp32 or bf16. On CPU, plain (eager) attention: at ~110
+    # tokens torch's CPU flash-attention kernel took a quarter of the reader's time, eager ~10% less in all.
+    attention = {"attn_implementation": "eager"} if device == "cpu" else {}
+    return AutoTokenizer.from_pretrained(source), AutoModelForQuestionAnswering.from_pretrained(source, **attention).float()
+
+
+def _answer_span(passage: Passage, answer: str, span: Span) -> Span | None:
+    """Where `answer` itself stands in the passage for a candidate span whose text normalizes to it: the span
+    when its text is the answer (up to case and spacing), else the answer's whole-word occurrence nearest it
+    ("the planet Xylo" or "planet Xylo." for "planet Xylo"); None when the passage writes it only otherwise."""
+    words = answer.split()
+    if " ".join(passage.text[span.start : span.end].split()).casefold() == " ".join(words).casefold():
+        return span
+    pattern = r"\s+".join(map(re.escape, words))
+    pattern = ("(?<!\\w)" if answer[:1].isalnum() else "") + pattern + ("(?!\\w)" if answer[-1:].isalnum() else "")
+    found = [m.span() for m in re.finditer(pattern, passage.text, flags=re.IGNORECASE)]
+    if not found:
+        return None
+    start, end = min(found, key=lambda se: abs(se[0] - span.start))
+    return Span(span.passage_id, start, end)
 
 
 def _second_segments(passages: list[Passage]) -> list[str]:

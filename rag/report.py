@@ -55,11 +55,26 @@ def plot_accuracy(curves: dict[str, dict[int, float]], path: str | Path, title: 
         ax.text(0.01, 100 * value, name, transform=ax.get_yaxis_transform(), fontsize=8, color="black", va="bottom")
     ax.set_xlabel("k (passages retrieved)")
     ax.set_ylabel("top-k accuracy (%)")
-    ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
+    fit_title(fig, ax, title)
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".svg"))  # the same figure as a vector file, for papers and pages
     plt.close(fig)
     return path
+
+
+def fit_title(fig, ax, title: str, fontsize: float = 10, smallest: float = 6) -> None:
+    """`title` on `ax`, wrapped at spaces to the figure's width and shrunk (down to `smallest` points) until it lies
+    inside the figure: a title of six configurations ran off both sides of the 6-inch plot."""
+    import textwrap
+
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.6 * fontsize)))  # ~0.6 em per character of DejaVu Sans
+    ax.set_title("\n".join(textwrap.fill(line, chars) for line in title.splitlines()), fontsize=fontsize)
+    while True:
+        fig.tight_layout()  # makes room above the axes for the title's lines
+        box = ax.title.get_window_extent(fig.canvas.get_renderer())
+        if (box.x0 >= 0 and box.y0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height) or fontsize <= smallest:
+            return
+        fontsize -= 1
+        ax.title.set_fontsize(fontsize)

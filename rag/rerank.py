@@ -12,7 +12,7 @@ p(z|q) = softmax(score_scale * retrieval + selection), so with the default weigh
 score_scale) reranking orders passages as the reader weighs them. Over BM25 the default weight is 0
 (the reranker alone): BM25 scores of 10-30 times 20 left the order unchanged (measured on 150
 held-out training questions: top-5 6.0 -> 6.7 at weight 20, 6.0 -> 10.7 at weight 0). Hits keep their retrieval score
-(readers turn it into p(z|q)); their rank is the new one.
+(readers turn it into p(z|q)); their rank is the new one, and `rerank_score` the score that ordered them.
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ class RerankingRetriever:
             logits = self.reranker.rerank_logits(question, [h.passage for h in top], self.max_length) if top else []
             combined = [self.retrieval_weight * h.score + float(logit) for h, logit in zip(top, logits)]
             order = sorted(range(len(top)), key=lambda i: (-combined[i], top[i].rank)) + list(range(len(top), len(hits)))
-            out.append([Hit(hits[i].passage, hits[i].score, rank) for rank, i in enumerate(order[:k], 1)])
+            out.append([Hit(hits[i].passage, hits[i].score, rank, combined[i] if i < len(top) else None) for rank, i in enumerate(order[:k], 1)])
         return out
 
 

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rag.index import DenseIndex, IndexConfig, SearchResult, resolve_ivfpq, training_rows
+from rag.index import DenseIndex, IndexConfig, SearchResult, VectorBlocks, resolve_ivfpq, training_rows
 from rag.types import RagError
 
 SHARD_DIR = "index_shards"
@@ -46,40 +46,31 @@ class ShardedIndex:
 
     @classmethod
     def build(cls, embeddings: np.ndarray, config: IndexConfig = IndexConfig(), n_shards: int = 2) -> "ShardedIndex":
-        return cls._build(lambda lo, hi: embeddings[lo:hi], lambda picked: embeddings[picked], len(embeddings), embeddings.shape[1], config, n_shards)
+        return cls.build_streamed(VectorBlocks([embeddings]), config, n_shards)
 
     @classmethod
     def build_from_files(cls, paths: Sequence[Path], config: IndexConfig, n_shards: int) -> "ShardedIndex":
-        """From embedding shard files (rag.build's emb_*.npy): only one index shard's vectors in memory at a time."""
-        arrays = [np.load(p, mmap_mode="r") for p in paths]
-        starts = np.cumsum([0] + [len(a) for a in arrays])
-        n, dim = int(starts[-1]), arrays[0].shape[1]
-
-        def rows(lo: int, hi: int) -> np.ndarray:
-            parts = [a[max(lo - s, 0) : hi - s] for a, s in zip(arrays, starts[:-1]) if s < hi and s + len(a) > lo]
-            return np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-
-        def take(picked: np.ndarray) -> np.ndarray:  # picked is sorted
-            cuts = np.searchsorted(picked, starts)
-            return np.concatenate([a[picked[c0:c1] - s] for a, s, c0, c1 in zip(arrays, starts, cuts[:-1], cuts[1:])])
-
-        return cls._build(rows, take, n, dim, config, n_shards)
+        """From embedding shard files (rag.build's emb_*.npy), streamed file by file (see build_streamed)."""
+        return cls.build_streamed(VectorBlocks.from_files(paths), config, n_shards)
 
     @classmethod
-    def _build(cls, rows, take, n: int, dim: int, config: IndexConfig, n_shards: int) -> "ShardedIndex":
-        """`rows(lo, hi)`: vectors [lo, hi); `take(sorted_rows)`: those vectors. Shards get equal row ranges."""
+    def build_streamed(cls, vectors: VectorBlocks, config: IndexConfig, n_shards: int) -> "ShardedIndex":
+        """Shards get equal row ranges, each filled block by block: memory is IVF-PQ's training sample,
+        one block and what FAISS holds (as DenseIndex.build_streamed)."""
+        n, dim = len(vectors), vectors.dim
         if n_shards < 1 or n_shards > max(n, 1):
             raise RagError(f"cannot split {n} passages into {n_shards} index shards")
         sample = np.zeros((0, dim), np.float32)
         if config.kind == "ivfpq":  # one training over the whole corpus, shared by every shard
             config = resolve_ivfpq(config, n, dim)
-            sample = take(training_rows(n, config))
+            sample = vectors.take(training_rows(n, config))
         template = DenseIndex.trained(sample, config)
+        del sample
         shards = []
         bounds = np.linspace(0, n, n_shards + 1).astype(int)
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             shard = template.empty_copy()
-            shard.add(rows(int(lo), int(hi)))
+            shard.add_blocks(vectors.blocks(int(lo), int(hi)))
             shards.append(shard)
         return cls(shards, template.config)
 

@@ -42,7 +42,10 @@ class PassageStore:
             self._db.executescript(_SCHEMA)
             self._db.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (FORMAT,))
             self._db.commit()
-        found = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        try:
+            found = self._db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        except sqlite3.DatabaseError as e:  # truncated or not SQLite: sqlite3.DatabaseError subclasses stay catchable by callers
+            raise RagError(f"{self.path} cannot be read as a passage store ({e}): the file is damaged or not a passage store") from e
         if not found or found[0] != FORMAT:
             raise RagError(f"{self.path} is not a {FORMAT!r} passage store (found {found and found[0]!r})")
         self._rows = None
@@ -110,7 +113,8 @@ class PassageStore:
                 found[r] = self._checked(r, Passage(pid, title, text))
         missing = [r for r in wanted if r not in found]
         if missing:
-            raise RagError(f"rows {missing[:5]} not in {self.path} ({len(self)} passages)")
+            damage = f" is damaged: its index has rows {missing[:5]}, the store does not. {self._damage_hint}".rstrip() if self._rows is not None and max(missing) < self._rows else ""
+            raise RagError(f"{self.path}{damage}" if damage else f"rows {missing[:5]} not in {self.path} ({len(self)} passages)")
         return [found[int(r)] for r in rows]
 
     def hits(self, result) -> list[list[Hit]]:

@@ -21,11 +21,13 @@ class Passage:
 @dataclass(frozen=True)
 class Hit:
     passage: Passage
-    score: float
+    score: float  # the retriever's (readers turn it into p(z|q)); after re-ranking still the retriever's
     rank: int  # 1-based position in the result list
+    rerank_score: float | None = None  # re-ranked hits: the score that ordered them (rag.rerank), else None
 
     def to_json(self) -> dict:
-        return {"rank": self.rank, "score": self.score, "id": self.passage.id, "title": self.passage.title, "text": self.passage.text}
+        data = {"rank": self.rank, "score": self.score, "id": self.passage.id, "title": self.passage.title, "text": self.passage.text}
+        return data if self.rerank_score is None else {**data, "rerank_score": self.rerank_score}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ or `wiki_NN.bz2` files, each a run of <doc> blocks of plain text, one paragraph 
     The term "anarchism" is ...
     </doc>
 
-Imports rag.corpus (for split_passages) only inside the reader: rag.corpus imports this module.
 """
 from __future__ import annotations
 
@@ -17,13 +16,12 @@ import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
-from rag.corpus_files import Lines, bad, clip, read_errors, wiki_files
+from rag.corpus_files import Lines, bad, clip, read_errors, split_passages, wiki_files
 from rag.types import Passage, RagError
 
-if TYPE_CHECKING:
-    from rag.corpus import ReadReport, SplitConfig
+# Annotations name rag.corpus.ReadReport as a string: rag.corpus imports this module.
 
 _DOC_START = re.compile(r"<doc[\s>]")
 _ATTRIBUTE = re.compile(r'(\w+)="([^"]*)"')
@@ -79,8 +77,6 @@ def read_wikiextractor(path: Path, split: SplitConfig, on_error: str, report: Re
 
 
 def _read_file(path: Path, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
-    from rag.corpus import split_passages
-
     lines = Lines(path, on_error, report)
     doc: _Doc | None = None
     inside = False  # between a <doc> line and its </doc>, also when the <doc> line was bad and skipped

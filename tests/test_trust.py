@@ -203,3 +203,12 @@ def test_copy_of_an_index_moved_elsewhere_still_verifies(sixty, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(sixty.path, moved)
     assert verify_index(moved, progress=False).ok
+
+
+def test_overwrite_through_a_symlink_says_it_is_a_link(sixty, tmp_path, capsys):
+    link = tmp_path / "link"
+    os.symlink(sixty.path, link)
+    corpus = open_index(sixty.path).manifest.sources[0].source
+    err = error_of(capsys, "index", "build", "--corpus", corpus, "--out", str(link), "--overwrite")
+    assert "is a symbolic link" in err and "Pass the real path" in err
+    assert link.is_symlink() and open_index(sixty.path).manifest.passages == 60

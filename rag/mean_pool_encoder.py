@@ -1,0 +1,92 @@
+"""Sentence-transformers folders of the common layout (Transformer -> mean pooling -> normalize), run
+by transformers alone: the same vectors without importing sentence-transformers, whose import
+(scikit-learn and its own backends) was most of `rag ask`'s cold start.
+
+Used where an encoder only encodes (ask, search, the demo, eval, index builds); training loads the
+sentence-transformers model (rag.encoders.SentenceTransformerEncoder), whose modules it updates.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from rag.precision import autocast, autocast_dtype
+from rag.types import Passage
+
+
+def is_mean_pool_folder(folder: str | Path) -> bool:
+    """True for a local sentence-transformers folder that is exactly Transformer, mean Pooling, Normalize."""
+    folder = Path(folder)
+    try:
+        modules = json.loads((folder / "modules.json").read_text())
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    kinds = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules] if isinstance(modules, list) else []
+    paths = [m.get("path") for m in modules] if isinstance(modules, list) else []
+    mean = pooling.get("pooling_mode") == "mean" or (
+        pooling.get("pooling_mode_mean_tokens") is True
+        and not any(pooling.get(f"pooling_mode_{other}") for other in ("cls_token", "max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens", "lasttoken")))
+    return kinds == ["Transformer", "Pooling", "Normalize"] and paths[:2] == ["", "1_Pooling"] and mean and pooling.get("include_prompt", True) is True
+
+
+class MeanPoolEncoder:
+    """Encoder protocol (rag.encoders.Encoder) over a mean-pooling sentence-transformers folder."""
+
+    def __init__(self, config, folder: str, passage_text):
+        import torch
+
+        self.config, self.spec, self.passage_text = config, config.spec, passage_text
+        self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer, self.model = _tokenizer_and_model(folder)  # weights ship in fp16: computed in fp32 (or bf16 autocast)
+        self.model = self.model.to(self.device)
+        self.max_length = min(config.max_length, _max_seq_length(Path(folder), self.tokenizer))
+        self.dtype = autocast_dtype(config.precision, self.device)  # None: fp32
+        self.dim, self.normalized = self.model.config.hidden_size, True
+        self._torch = torch
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        torch = self._torch
+        out = [np.zeros((0, self.dim), np.float32)]
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            for start in range(0, len(texts), self.config.batch_size):
+                batch = self.tokenizer(texts[start : start + self.config.batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = self.model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+    def encode_queries(self, questions: list[str]) -> np.ndarray:
+        return self._encode(list(questions))
+
+    def encode_passages(self, passages: list[Passage]) -> np.ndarray:
+        return self._encode([self.passage_text(p) for p in passages])
+
+
+def _tokenizer_and_model(folder: str):
+    """rag.bert's plain-torch BERT and the bare tokenizers library where they read the folder exactly, else transformers."""
+    from rag.bert import is_bert_folder, load_bert
+
+    if is_bert_folder(folder):
+        from rag.fast_tokenizer import FastTokenizer
+
+        return FastTokenizer(folder), load_bert(folder)[0]
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def _max_seq_length(folder: Path, tokenizer) -> int:
+    """sentence_bert_config.json's max_seq_length, else the tokenizer's model_max_length, as sentence-transformers reads them."""
+    try:
+        found = json.loads((folder / "sentence_bert_config.json").read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        found = None
+    if isinstance(found, int) and found > 0:
+        return found
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 100_000 else 512
