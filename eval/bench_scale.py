@@ -27,7 +27,8 @@ Phases, each a child process (`--child PHASE`); its peak RSS is the child's own 
   faiss-ivfpq  rag.build._encode_and_index, the build's own step (default kind ivfpq): the FAISS index
                trained on the fixed sample and filled from the shard files one at a time, saved, the
                manifest's row digests and fingerprint computed, the folder published
-  bm25         rag.bm25.BM25Index.build_from_store over the published store, saved to NAME/bm25/
+  bm25         rag.bm25.BM25Index.build_from_store over the published store, streamed into NAME/bm25.tmpPID/ and
+               published as NAME/bm25/ (rag.bm25_build: memory bounded by its slice, not the corpus)
   search-flat  (n <= --flat-max) exact top-20 of the 1,000 query vectors: the truth for recall
   search-dense open_index (manifest, store, digests, FAISS) and 1,000 queries: batch q/s, one-at-a-time
                q/s, the top-20 passages fetched from the store, recall@20 against flat
@@ -274,27 +275,27 @@ def phase_faiss_ivfpq(n: int, p: Paths) -> dict:
 
 
 def phase_bm25(n: int, p: Paths) -> dict:
-    import bm25s
-
-    from rag.bm25 import FOLDER, BM25Index
+    import rag.bm25_build as streamed
+    from rag.bm25 import BM25_KIND, FOLDER, BM25Index
+    from rag.files import fresh_scratch
     from rag.index_folder import STORE, Manifest
     from rag.store import PassageStore
 
     info: dict = {}
-    timed(bm25s.BM25, "index", info, "bm25s_index")  # its start is the end of rag's tokenizing
-    original = bm25s.BM25.index
+    original = streamed._write_matrix
 
-    def index(self, *args, **kwargs):
+    def write_matrix(*args, **kwargs):  # its start is the end of tokenizing (pass 1)
         info["peak_after_tokenize_mb"] = vm_hwm_mb()
-        return original(self, *args, **kwargs)
+        return original(*args, **kwargs)
 
-    bm25s.BM25.index = index
-    timed(BM25Index, "save", info, "save")
+    streamed._write_matrix = write_matrix
+    timed(streamed, "_write_matrix", info, "matrix")
     folder = p.index if p.index.exists() else p.partial  # the store alone when the FAISS phase was not run
     sources = [s.sha256 for s in Manifest.read(folder).sources] if p.index.exists() else []
     with PassageStore(folder / STORE, readonly=True) as store:
         start = time.perf_counter()
-        bm25 = BM25Index.build_from_store(store, sources=sources)
+        scratch = fresh_scratch(folder / f"{FOLDER}.tmp{os.getpid()}", BM25_KIND)  # as rag.bm25.bm25_for_index builds it
+        bm25 = BM25Index.build_from_store(store, sources=sources, into=scratch)
         info["build_s"] = time.perf_counter() - start
     info["rss_after_build_mb"] = vm_hwm_mb("VmRSS")
     bm25.save(folder / FOLDER)
@@ -416,7 +417,7 @@ def details(phase: str, r: dict) -> str:
         return (f"nlist {pr['ivf_nlist']:,}, m {pr['pq_m']}x{pr['pq_nbits']}, sample {pr['train_sample']:,}; train {r['train_s']:.0f} s (peak {r['peak_after_train_mb']:,.0f} MB), "
                 f"fill {r['fill_s']:.0f} s (peak {r['peak_after_fill_mb']:,.0f} MB), commit {r['commit_s']:.0f} s")
     if phase == "bm25":
-        return (f"tokenize {r['build_s'] - r['bm25s_index_s']:.0f} s (peak {r['peak_after_tokenize_mb']:,.0f} MB), bm25s {r['bm25s_index_s']:.0f} s; "
+        return (f"tokenize {r['build_s'] - r['matrix_s']:.0f} s (peak {r['peak_after_tokenize_mb']:,.0f} MB), score matrix {r['matrix_s']:.0f} s; "
                 f"vocabulary {r['vocabulary']:,}, {r['nonzeros'] / r['n']:.1f} nonzeros/passage")
     if phase == "search-dense":
         return f"open_index {r['open_s']:.1f} s"
@@ -427,7 +428,7 @@ def details(phase: str, r: dict) -> str:
 
 ARTIFACTS = [("passage store (SQLite)", "store", "store_bytes"), ("embedding shards (fp32, deleted after the build)", "vectors", "shards_bytes"),
              ("IVF-PQ index.faiss", "faiss-ivfpq", "faiss_bytes"), ("row digests", "faiss-ivfpq", "row_digests_bytes"),
-             ("flat FAISS (n <= flat max)", "faiss-flat", "flat_bytes"), ("BM25 folder", "bm25", "bm25_bytes"), ("BM25 matrices in memory", "bm25", "matrix_bytes")]
+             ("flat FAISS (n <= flat max)", "faiss-flat", "flat_bytes"), ("BM25 folder", "bm25", "bm25_bytes")]
 
 
 def fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -488,7 +489,7 @@ def report(results: dict) -> str:
     art = []
     for name, ph, key in ARTIFACTS:
         art.append([name] + [runs[n][ph][key] / n if ph in runs[n] and key in runs[n][ph] else float("nan") for n in sizes])
-    out.append("\n### bytes per passage on disk (and of BM25's matrices in memory)\n\n" + table(["artifact"] + [f"{n:,}" for n in sizes], art))
+    out.append("\n### bytes per passage on disk\n\n" + table(["artifact"] + [f"{n:,}" for n in sizes], art))
     fits = []
     for ph in PHASES[1:]:
         have = [n for n in sizes if ph in runs[n]]

@@ -37,7 +37,7 @@ INGESTED = "ingested.json"  # in NAME.partial/: the corpus is wholly in the stor
 class BuildConfig:
     corpus: str  # a path, or "default" for the built-in Wikipedia lead sections
     fmt: str = "auto"
-    encoder: EncoderConfig = EncoderConfig()
+    encoder: EncoderConfig = EncoderConfig(inference_only=True)  # a build only encodes: plain torch, bf16 weights (rag/mean_pool_encoder.py)
     index: IndexConfig = IndexConfig()
     split: SplitConfig = SplitConfig()
     shard_size: int = 4096  # passages per embedding shard: the most a killed build loses
@@ -238,7 +238,7 @@ def add_to_index(
             _store_pending(folder, manifest, pending, split, on_error, progress)
         # New vectors in the precision the index's were made in (fp16 from a GPU build: the local default).
         precision = manifest.precision if manifest.precision in ("fp32", "bf16", "int8") else "auto"
-        encoder = encoder or load_encoder(EncoderConfig(spec=manifest.encoder, precision=precision))
+        encoder = encoder or load_encoder(EncoderConfig(spec=manifest.encoder, precision=precision, inference_only=True))
         check_encoder(manifest, encoder.spec, folder)
         with PassageStore(folder / STORE, readonly=True) as store:
             n = len(store)

@@ -7,7 +7,7 @@ import sys
 
 from rag import commands
 from rag.console import positive_int, printable, quiet_libraries
-from rag.encoders import SHIPPED_RETRIEVER
+from rag.encoders import SHIPPED_RETRIEVER, EncoderConfig
 from rag.index import KINDS, REFINES
 from rag.paths import checkpoints_dir, default_index
 from rag.precision import PRECISIONS, set_threads
@@ -150,7 +150,7 @@ def _add_index_parsers(sub) -> None:
     b.add_argument("--encoder", default=SHIPPED_RETRIEVER, help="'rag-retriever' (MiniLM passage vectors, the query tower trained by `rag train retriever`, models/retriever), "
                    "'default' (offline MiniLM both sides), a sentence-transformers hub id or path, a two-tower folder, or dpr:Q_MODEL,CTX_MODEL (default: %(default)s)")
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
-    b.add_argument("--batch-size", type=int, default=64)
+    b.add_argument("--batch-size", type=int, default=EncoderConfig.batch_size, help="passages per encoder call (default: %(default)s)")
     b.add_argument("--fp16", action="store_true", help="half precision encoding on GPU")
     b.add_argument("--precision", default="auto", choices=PRECISIONS + ("int8",), help="passage encoding: auto = bf16 autocast where the CPU/GPU runs it fast "
                    "(2.6x fp32 here, cosine >= 0.9999); int8 = the default model as int8 ONNX (onnxruntime) (default: %(default)s)")

@@ -23,7 +23,7 @@ def cmd_index_build(args) -> None:
     config = BuildConfig(
         corpus=args.corpus,
         fmt=args.format,
-        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16, precision=args.precision),
+        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16, precision=args.precision, inference_only=True),
         index=_index_config(args),
         split=SplitConfig(words_per_passage=args.words_per_passage),
         shard_size=args.shard_size,

@@ -23,11 +23,12 @@ def shard_paths(shard_dir: Path, n: int, shard_size: int) -> list[Path]:
     return [shard_dir / f"emb_{i:05d}.npy" for i in range((n + shard_size - 1) // shard_size)]
 
 
-def encode_shard(store: PassageStore, encoder: Encoder, start: int, stop: int, on_batch: Callable[[int], None] = lambda n: None, batch: int = 256) -> np.ndarray:
+def encode_shard(store: PassageStore, encoder: Encoder, start: int, stop: int, on_batch: Callable[[int], None] = lambda n: None, batch: int = 1024) -> np.ndarray:
     """Vectors for store rows [start, stop), in row order, encoded `batch` passages at a time.
 
-    The rows are encoded longest first, so each batch holds passages of similar length and
-    little padding is computed; a shard (4,096 passages by default) fits in memory for that.
+    The rows are encoded longest first, 1,024 to an encoder call (which groups them by token length),
+    so each batch holds passages of similar length and little padding is computed; a shard (4,096
+    passages by default) fits in memory for that.
     """
     passages = [p for chunk in store.iter_batches(4096, start, stop) for p in chunk]
     return encode_passages_sorted(encoder, passages, on_batch, batch)

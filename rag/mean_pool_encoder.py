@@ -40,24 +40,39 @@ class MeanPoolEncoder:
 
         self.config, self.spec, self.passage_text = config, config.spec, passage_text
         self.device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer, self.model = _tokenizer_and_model(folder)  # weights ship in fp16: computed in fp32 (or bf16 autocast)
-        self.model = self.model.to(self.device)
+        self.tokenizer, self.model = _tokenizer_and_model(folder)  # weights ship in fp16: computed in fp32 (or bf16)
         self.max_length = min(config.max_length, _max_seq_length(Path(folder), self.tokenizer))
         self.dtype = autocast_dtype(config.precision, self.device)  # None: fp32
+        # rag.bert's model on a CPU runs wholly in bf16 (weights too): autocast's casts at every op cost
+        # more than they save there (bf16 weights 1.2x autocast, cosine to fp32 >= 0.9999; eval/bench_encode.py)
+        self.bf16_weights = self.dtype is not None and self.device == "cpu" and hasattr(self.model, "hidden")
+        self.model = self.model.to(self.device, self.dtype if self.bf16_weights else None)
         self.dim, self.normalized = self.model.config.hidden_size, True
         self._torch = torch
 
     def _encode(self, texts: list[str]) -> np.ndarray:
+        """Vectors in `texts` order, computed in batches of texts of equal (or near) token length, so
+        little padding is computed and most batches need no attention mask at all."""
         torch = self._torch
-        out = [np.zeros((0, self.dim), np.float32)]
-        with torch.inference_mode(), autocast(self.device, self.dtype):
-            for start in range(0, len(texts), self.config.batch_size):
-                batch = self.tokenizer(texts[start : start + self.config.batch_size], padding=True, truncation=True, max_length=self.max_length, return_tensors="pt").to(self.device)
-                hidden = self.model(**batch).last_hidden_state.float()
-                mask = batch["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
-        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        out = np.zeros((len(ids), self.dim), np.float32)
+        pad = getattr(self.tokenizer, "pad_token_id", 0) or 0
+        with torch.inference_mode(), autocast(self.device, None if self.bf16_weights else self.dtype):
+            for start in range(0, len(order), self.config.batch_size):
+                rows = order[start : start + self.config.batch_size]
+                width = len(ids[rows[0]])
+                input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for j, i in enumerate(rows):
+                    input_ids[j, : len(ids[i])] = torch.tensor(ids[i])
+                    mask[j, : len(ids[i])] = 1
+                input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+                hidden = self.model(input_ids=input_ids, attention_mask=mask, token_type_ids=torch.zeros_like(input_ids)).last_hidden_state.float()
+                weights = mask.unsqueeze(-1).float()
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+                out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        return out
 
     def encode_queries(self, questions: list[str]) -> np.ndarray:
         return self._encode(list(questions))

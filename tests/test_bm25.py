@@ -163,3 +163,26 @@ def test_rag_index_build_writes_bm25(tmp_path, small_corpus_jsonl, capsys):
     assert meta["passages"] == 20
     assert main(["search", "who wrote beowulf", "--index", str(tmp_path / "idx"), "--retriever", "bm25", "-k", "2"]) == 0
     assert "1. [" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_streamed_build_writes_the_files_bm25s_index_writes(tmp_path, default_passages, method):
+    """rag.bm25_build in slices of 2,000 entries (so the score matrix is written in many column slices)
+    gives bm25s' own index() matrix: the same columns and rows, scores equal to float32 rounding."""
+    import bm25s
+
+    from rag.bm25_build import write_bm25_files
+
+    config = BM25Config(method=method)
+    texts = [passage_tokens_text(p) for p in default_passages]
+    tokenize, vocab = Tokenizer(config), {}
+    ids = [[vocab.setdefault(t, len(vocab)) for t in tokenize(text)] for text in texts]
+    reference = bm25s.BM25(k1=config.k1, b=config.b, method=method)
+    reference.index((ids, dict(vocab)), show_progress=False)
+    written_vocab, n = write_bm25_files(iter(texts), tokenize, config, tmp_path, entries_in_ram=2000)
+    ours = bm25s.BM25.load(str(tmp_path), mmap=True)
+    assert n == len(texts) > 100 and written_vocab == reference.vocab_dict == ours.vocab_dict
+    assert not (tmp_path / "postings.tmp").exists()
+    for part in ("indptr", "indices"):
+        assert np.array_equal(np.asarray(ours.scores[part]), reference.scores[part]), part
+    assert np.allclose(np.asarray(ours.scores["data"]), reference.scores["data"], rtol=1e-6, atol=1e-6)
