@@ -67,7 +67,7 @@ def _module(torch):
             b, length, h = x.shape
             a = self.attention.self
             q, k, v = (getattr(a, n)(x).view(b, length, self.heads, h // self.heads).transpose(1, 2) for n in ("query", "key", "value"))
-            # torch's fused attention: 2.6x the explicit softmax(QK^T)V in bf16 on AMX cores (eval/bench_encode.py)
+            # torch's fused attention: 2.6x the explicit softmax(QK^T)V in bf16 on 2 AMX cores (400 Wikipedia passages, MiniLM)
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(b, length, h)
             x = self.attention.output.LayerNorm(self.attention.output.dense(context) + x)
             return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
