@@ -66,8 +66,7 @@ def run(command: list[str], log_path: Path) -> dict:
 
     def sample() -> None:
         while proc.poll() is None:
-            if state["phase"] is not None:
-                state["phase"]["peak_rss"] = max(state["phase"]["peak_rss"], tree_rss(proc.pid))
+            state["phase"]["peak_rss"] = max(state["phase"]["peak_rss"], tree_rss(proc.pid))
             time.sleep(0.5)
 
     threading.Thread(target=sample, daemon=True).start()
@@ -82,8 +81,8 @@ def run(command: list[str], log_path: Path) -> dict:
                 if name and phases[-1]["phase"] != name:
                     phases.append({"phase": name, "start": now, "peak_rss": 0})
                     state["phase"] = phases[-1]
-                if name and ELAPSED.search(line):  # a progress bar's own clock: its phase began that long ago
-                    h, m, sec = ELAPSED.search(line).groups()
+                if name and (clock := ELAPSED.search(line)):  # a progress bar's own clock: its phase began that long ago
+                    h, m, sec = clock.groups()
                     phases[-1]["start"] = min(phases[-1]["start"], now - (int(h or 0) * 3600 + int(m) * 60 + int(sec)))
             log.flush()
     out = proc.communicate()[0].decode(errors="replace")

@@ -17,6 +17,7 @@ both give the same scores and rankings (bm25s "robertson" is BM25Okapi with epsi
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -79,7 +80,7 @@ class Tokenizer:
                 raise RagError(f"unknown stemmer language {config.stemmer!r}; valid: {', '.join(Stemmer.algorithms())}") from e
 
     def __call__(self, text: str) -> list[str]:
-        words = [w for w in _WORD.findall(unicodedata.normalize("NFKC", text).lower()) if w not in self.stopwords]
+        words = [w for w in _words(text) if w not in self.stopwords]
         if not self._stem:
             return words
         with self._lock:  # a PyStemmer stemmer is not thread-safe (the demo searches from worker threads)
@@ -88,7 +89,7 @@ class Tokenizer:
     def ids(self, text: str, vocab: dict[str, int], cache: dict[str, int]) -> list[int]:
         """[vocab.setdefault(t, len(vocab)) for t in self(text)], with each word stemmed once per `cache`
         (word -> its token's id, -1 for a stopword): 1.6x faster over Wikipedia passages, same ids."""
-        words = _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+        words = _words(text)
         new = [w for w in dict.fromkeys(words) if w not in cache]
         if new:
             kept = [w for w in new if w not in self.stopwords]
@@ -102,6 +103,11 @@ class Tokenizer:
             for w, stem in zip(kept, stems):
                 cache[w] = vocab.setdefault(stem, len(vocab))
         return [i for i in map(cache.__getitem__, words) if i >= 0]
+
+
+def _words(text: str) -> list[str]:
+    """Lowercased runs of letters and digits (NFKC first): what Tokenizer filters and stems."""
+    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
 def passage_tokens_text(p: Passage) -> str:
@@ -232,20 +238,25 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
             why = f"unreadable ({e})"
     if progress and not (why == "missing" and explain_missing is False):
         print(f"BM25 index for {index.path} is {why}: building it from {len(index.store)} stored passages", file=sys.stderr)
+    def in_memory() -> BM25Index:
+        return BM25Index.build_from_store(index.store, config, sources, progress)
+
     if folder.exists() and not folder.is_dir():  # never replaced: rag did not write it
         print(f"BM25 index kept in memory only: {folder} is a file, not a BM25 index folder (move it away to have the index saved there)", file=sys.stderr)
-        return BM25Index.build_from_store(index.store, config, sources, progress)
+        return in_memory()
     if not (save or (save is None and os.access(index.path, os.W_OK))):
-        return BM25Index.build_from_store(index.store, config, sources, progress)
+        return in_memory()
+    scratch = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     try:
-        scratch = fresh_scratch(folder.with_name(f"{folder.name}.tmp{os.getpid()}"), BM25_KIND)
-        bm25 = BM25Index.build_from_store(index.store, config, sources, progress, into=scratch)
+        bm25 = BM25Index.build_from_store(index.store, config, sources, progress, into=fresh_scratch(scratch, BM25_KIND))
         bm25.save(folder)
     except OSError as e:
+        with contextlib.suppress(OSError, RagError):  # a half-written scratch folder of ours is not left behind
+            remove_scratch(scratch, BM25_KIND)
         if save:
             raise RagError(f"cannot save the BM25 index to {folder}: {e}") from e
         print(f"BM25 index kept in memory only: cannot write {folder} ({e})", file=sys.stderr)
-        return BM25Index.build_from_store(index.store, config, sources, progress)
+        return in_memory()
     return bm25
 
 

@@ -149,10 +149,6 @@ def _column_slice(scratch: Path, lo: int, hi: int, indptr, idf, length, avg: flo
 
 
 def _bm25s_version() -> str:
-    try:
-        import bm25s
+    import bm25s
 
-        return bm25s.__version__
-    except (ImportError, AttributeError):
-        return "unknown"
-
+    return bm25s.__version__
