@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 from rag.bm25 import BM25Index, Tokenizer, bm25_for_index, passage_tokens_text, reference_scorer  # noqa: E402
 from rag.encoders import DEFAULT_ENCODER, SHIPPED_RETRIEVER, EncoderConfig  # noqa: E402
-from rag.evaluate import answer_ceiling, evaluate_retrieval  # noqa: E402
+from rag.evaluate import answer_ceilings, evaluate_retrieval  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
@@ -128,8 +128,10 @@ def main() -> int:
     out_dir = Path(args.out_dir)
     summary: dict = {"index": args.index, "passages": len(index.store), "index_encoder": index.manifest.encoder, "retriever": args.retriever,
                      "joint": args.joint, "rerank": args.rerank, "reranker": args.reranker, "hybrid": HybridConfig().__dict__, "sets": {}}
-    for name, examples in report_sets(args.limit).items():
-        ceiling = answer_ceiling(index.store, examples)
+    sets = report_sets(args.limit)
+    ceilings = answer_ceilings(index.store, sets)
+    for name, examples in sets.items():
+        ceiling = ceilings[name]
         report = evaluate_retrieval(rows, examples, KS)
         table = _rows(report, report.runs["base MiniLM dense"])
         print(f"\n{name}: {len(examples)} questions, {len(index.store)} passages; answer anywhere in the corpus (ceiling): {percent(ceiling)}%")
