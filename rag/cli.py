@@ -148,7 +148,7 @@ def _add_index_parsers(sub) -> None:
     b.add_argument("--out", default=DEFAULT_INDEX, help="index folder to create (default: %(default)s)")
     b.add_argument("--kind", default="flat", choices=KINDS, help="FAISS index kind (default: %(default)s)")
     b.add_argument("--encoder", default=SHIPPED_RETRIEVER, help="'rag-retriever' (MiniLM passage vectors, the query tower trained by `rag train retriever`, models/retriever), "
-                   "'default' (offline MiniLM both sides), a sentence-transformers hub id or path, a two-tower folder, or dpr:Q_MODEL,CTX_MODEL (default: %(default)s)")
+                   "'rag-retriever-wiki' (the same trained against full Wikipedia, models/retriever-wiki), 'default' (offline MiniLM both sides), a sentence-transformers hub id or path, a two-tower folder, or dpr:Q_MODEL,CTX_MODEL (default: %(default)s)")
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     b.add_argument("--batch-size", type=int, default=EncoderConfig.batch_size, help="passages per encoder call (default: %(default)s)")
     b.add_argument("--fp16", action="store_true", help="half precision encoding on GPU")

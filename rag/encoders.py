@@ -6,7 +6,8 @@
   - "dpr:QUESTION_MODEL,CONTEXT_MODEL" for DPR's two towers, by hub id or local path
     ("dpr:facebook/dpr-question_encoder-single-nq-base,facebook/dpr-ctx_encoder-single-nq-base");
   - "rag-retriever": the query tower trained here (models/retriever, `rag train retriever`) with the
-    default passage tower, or any two-tower folder (one holding rag_encoder.json).
+    default passage tower; "rag-retriever-wiki" the same trained against the 654k-passage Wikipedia
+    index (models/retriever-wiki); or any two-tower folder (one holding rag_encoder.json).
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from rag.types import Passage, RagError
 
 DEFAULT_ENCODER = "default"
 SHIPPED_RETRIEVER = "rag-retriever"  # models/retriever: a trained query tower over the default passage tower
+WIKI_RETRIEVER = "rag-retriever-wiki"  # models/retriever-wiki: the same, trained against indexes/wiki2015 (what `make wiki` builds with)
+# shipped two-tower spec -> its folder under models/ (each folder's README.md is its card)
+SHIPPED_TOWERS = {SHIPPED_RETRIEVER: "retriever", WIKI_RETRIEVER: "retriever-wiki"}
 TWO_TOWER_FILE, TWO_TOWER_FORMAT = "rag_encoder.json", "rag-two-tower v1"
 
 
@@ -185,9 +189,9 @@ class TwoTowerEncoder:
 
 
 def _two_tower_folder(spec: str) -> Path:
-    from rag.paths import SHIPPED_RETRIEVER_FOLDER, models_dir
+    from rag.paths import models_dir
 
-    folder = models_dir() / SHIPPED_RETRIEVER_FOLDER if spec == SHIPPED_RETRIEVER else Path(spec).expanduser()
+    folder = models_dir() / SHIPPED_TOWERS[spec] if spec in SHIPPED_TOWERS else Path(spec).expanduser()
     if not (folder / TWO_TOWER_FILE).exists():
         raise RagError(f"encoder {spec!r}: {folder} holds no trained retriever ({TWO_TOWER_FILE} missing); train one with `rag train retriever`")
     return folder
@@ -204,7 +208,7 @@ def passage_side(spec: str) -> str:
 
 
 def _is_two_tower(spec: str) -> bool:
-    return spec == SHIPPED_RETRIEVER or (looks_like_a_path(spec) and (Path(spec).expanduser() / TWO_TOWER_FILE).exists())
+    return spec in SHIPPED_TOWERS or (looks_like_a_path(spec) and (Path(spec).expanduser() / TWO_TOWER_FILE).exists())
 
 
 def save_two_tower(model, folder: str | Path, passage_spec: str) -> None:
@@ -248,4 +252,4 @@ def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
 
 # spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here
 # (folders that carry a type header, like the two-tower rag_encoder.json, are found by it first).
-ENCODERS = {"dpr:": DPREncoder, SHIPPED_RETRIEVER: TwoTowerEncoder, "": one_tower}
+ENCODERS = {"dpr:": DPREncoder, "": one_tower}

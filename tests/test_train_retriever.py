@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rag.cli import main
-from rag.encoders import SHIPPED_RETRIEVER, TWO_TOWER_FILE, EncoderConfig, TwoTowerEncoder, load_encoder, passage_side
+from rag.encoders import SHIPPED_RETRIEVER, TWO_TOWER_FILE, WIKI_RETRIEVER, EncoderConfig, TwoTowerEncoder, load_encoder, passage_side
 from rag.index_folder import open_index
 from rag.qa_data import load_qa
 from rag.retrieve import DenseRetriever
@@ -131,6 +131,20 @@ def test_the_shipped_retriever_is_the_build_default_and_finds_answer_passages(sm
     hits = DenseRetriever(small_index, encoder).retrieve([q for q, _ in SHIPPED_QUESTIONS], 1)
     assert [has_answer(h[0].passage.text, [a]) for h, (_, a) in zip(hits, SHIPPED_QUESTIONS)] == [True] * len(SHIPPED_QUESTIONS)
     assert next(iter(encoder.model.parameters())).dtype.is_floating_point and str(next(iter(encoder.model.parameters())).dtype) == "torch.float32"
+
+
+def test_the_wiki_retriever_ships_with_minilm_passages_and_its_own_query_weights(small_index):
+    """models/retriever-wiki (`rag-retriever-wiki`, what `make wiki` builds with): same passage side, other query weights."""
+    import numpy as np
+
+    assert passage_side(WIKI_RETRIEVER) == "default"
+    wiki = small_index.load_encoder(EncoderConfig(spec=WIKI_RETRIEVER, precision="fp32"))
+    shipped = small_index.load_encoder(EncoderConfig(spec=SHIPPED_RETRIEVER, precision="fp32"))
+    questions = [q for q, _ in SHIPPED_QUESTIONS]
+    a, b = wiki.encode_queries(questions), shipped.encode_queries(questions)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-3) and not np.allclose(a, b, atol=1e-2)
+    hits = DenseRetriever(small_index, wiki).retrieve(questions, 5)
+    assert sum(any(a.lower() in h.passage.text.lower() for h in row) for row, (_, a) in zip(hits, SHIPPED_QUESTIONS)) >= 3
 
 
 def test_squad_pairs_are_each_question_with_its_own_paragraph_after_the_index_rows(small_index, tmp_path, capsys):
