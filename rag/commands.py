@@ -276,10 +276,14 @@ def cmd_ask(args) -> None:
     pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
     loaded = time.perf_counter()
     untrained = getattr(pipeline.reader, "trained", True) is False
+    from rag.confidence import is_sure, not_sure_below
+
+    threshold = not_sure_below(pipeline.reader) if args.not_sure_below is None else args.not_sure_below
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
         for start in range(0, len(questions), 16):
             for answer in pipeline.answer(questions[start : start + 16]):
-                print(json.dumps({**answer.to_json(), "untrained_reader": untrained}, ensure_ascii=False), flush=True)
+                record = {**answer.to_json(), "sure": is_sure(answer, threshold), "not_sure_below": threshold, "untrained_reader": untrained}
+                print(json.dumps(record, ensure_ascii=False), flush=True)
         return
     hits = pipeline.retriever.retrieve(questions, args.k)
     retrieved = time.perf_counter()
@@ -291,7 +295,7 @@ def cmd_ask(args) -> None:
         print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
     from rag.cli_render import print_answer
 
-    print_answer(answer, hits[0], args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width)
+    print_answer(answer, hits[0], args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width, threshold)
 
 
 def _asked(args, command: str) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 
+from rag.confidence import is_sure
 from rag.types import Span
 
 SOURCE_DEPTH = 100  # how deep the page looks up a fused passage's rank in each of the two rankings (rag.app._source_ranks)
@@ -16,11 +17,12 @@ def result_json(result: DemoResult) -> dict:
     base = {"question": result.question, "error": result.error, "notes": list(result.notes), "seconds": result.seconds, "retriever": result.retriever,
             "reranked_from": result.reranked_from, "reader": result.reader}
     if result.answer is None:
-        return {**base, "answer": "", "probability": 0.0, "passages": [h.to_json() for h in result.hits]}
+        return {**base, "answer": "", "probability": 0.0, "sure": False, "not_sure_below": result.not_sure_below, "passages": [h.to_json() for h in result.hits]}
     data = result.answer.to_json()
     read = {e["id"]: {k: v for k, v in e.items() if k in ("answer_spans", "p_passage", "contribution")} for e in data["evidence"]}
     passages = [{**h.to_json(), "answer_spans": [], **read.get(h.passage.id, {})} for h in result.hits]  # retrieval order
-    return {**base, "answer": data["answer"], "probability": data["probability"], "passages": passages}
+    return {**base, "answer": data["answer"], "probability": data["probability"], "sure": is_sure(result.answer, result.not_sure_below),
+            "not_sure_below": result.not_sure_below, "passages": passages}
 
 
 def highlight(text: str, spans: list[Span]) -> str:
@@ -44,9 +46,11 @@ def render_answer(result: DemoResult) -> str:
     a = result.answer
     where = len({s.passage_id for s in a.spans})
     found = f" · in {where} of {len(result.hits)} passages" if where else ""
+    sure = is_sure(a, result.not_sure_below)
+    label = "Answer" if sure else f"Not sure · best guess (score below {result.not_sure_below:.2f})"
     return (
-        f'<div class="rag-answer" data-score="{a.score:.6g}" data-seconds="{result.seconds:.4f}">'
-        f'<div class="rag-answer-label">Answer</div>'
+        f'<div class="rag-answer" data-sure="{str(sure).lower()}" data-score="{a.score:.6g}" data-seconds="{result.seconds:.4f}">'
+        f'<div class="rag-answer-label">{html.escape(label)}</div>'
         f'<div class="rag-answer-text">{html.escape(a.text)}</div>'
         f'<div class="rag-answer-score">score {a.score:.3f}{found} · {result.seconds:.2f} s '
         f'(retrieve {1000 * result.retrieve_seconds:.0f} ms, read {1000 * (result.seconds - result.retrieve_seconds):.0f} ms)</div>{notes}</div>'
@@ -97,6 +101,7 @@ def _score_label(retriever: str, score: float, ranks: dict | None = None) -> str
 CSS = """
 .rag-message { padding: 12px 16px; border-radius: 8px; background: #fff4e5; color: #663c00; white-space: pre-wrap; }
 .rag-answer { padding: 12px 16px; border-radius: 8px; background: #eef6ff; }
+.rag-answer[data-sure="false"] { background: #f3f3f3; }
 .rag-answer-label, .rag-cards-label { font-size: 0.8em; text-transform: uppercase; letter-spacing: 0.05em; opacity: 0.7; }
 .rag-answer-text { font-size: 1.5em; font-weight: 600; }
 .rag-answer-score { opacity: 0.8; }

@@ -202,3 +202,29 @@ def test_escape_sequences_are_removed_before_the_question_is_encoded(sixty, enco
     np.testing.assert_array_equal(encoder.encode_queries([checked.text]), encoder.encode_queries(["who wrote dracula"]))
     out, err = run(capsys, "search", dirty, "--index", str(sixty.path), "--rerank", "0", "--json")
     assert json.loads(out)["question"] == "who wrote dracula" and "rag: note: Terminal escape sequences" in err
+
+
+# --- 5. "not sure" below the reader's calibrated threshold (rag.confidence) ---------------------
+
+
+def test_ask_says_not_sure_below_the_threshold_and_answers_above_it(sixty, capsys):
+    from rag.confidence import SPAN_READER_NOT_SURE_BELOW
+
+    question = ("ask", "who painted the arnolfini portrait", "--index", str(sixty.path), "-k", "8")
+    unsure = run(capsys, *question, "--not-sure-below", "1.01")[0].splitlines()[0]
+    assert unsure.startswith("answer: not sure (best guess: ") and "van Eyck" in unsure and "below the not-sure threshold 1.01" in unsure
+    assert run(capsys, *question, "--not-sure-below", "0")[0].splitlines()[0].startswith("answer: ") and "not sure" not in run(capsys, *question, "--not-sure-below", "0")[0]
+    (record,) = [json.loads(line) for line in run(capsys, *question, "--json")[0].splitlines()]
+    assert record["not_sure_below"] == SPAN_READER_NOT_SURE_BELOW and record["sure"] == (record["probability"] >= SPAN_READER_NOT_SURE_BELOW)
+
+
+def test_the_demo_marks_an_unsure_answer_as_a_guess():
+    from rag.app import DemoResult
+    from rag.demo_render import render_answer, result_json
+    from rag.types import Answer, Hit, Passage
+
+    hit = Hit(Passage("a", "A", "Jan van Eyck painted it."), 0.9, 1)
+    low, high = (DemoResult("q", Answer("q", "Jan van Eyck", p, (hit,)), (hit,), not_sure_below=0.3) for p in (0.1, 0.8))
+    assert 'data-sure="false"' in render_answer(low) and "Not sure · best guess" in render_answer(low) and "Jan van Eyck" in render_answer(low)
+    assert 'data-sure="true"' in render_answer(high) and ">Answer<" in render_answer(high)
+    assert (result_json(low)["sure"], result_json(high)["sure"]) == (False, True)

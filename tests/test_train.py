@@ -81,7 +81,7 @@ def test_cli_ask_and_eval_qa_use_a_trained_checkpoint(tiny_index, tmp_path, caps
 
     out = tmp_path / "ckpt"
     train(settings(tiny_index, out, epochs=1), [DUNE], progress=False)
-    assert main(["ask", DUNE.question, "--index", str(tiny_index.path), "--reader", str(out), "-k", "3", "--width", "5000"]) == 0
+    assert main(["ask", DUNE.question, "--index", str(tiny_index.path), "--reader", str(out), "-k", "3", "--width", "5000", "--not-sure-below", "0"]) == 0
     printed = capsys.readouterr().out
     answer = printed.splitlines()[0].removeprefix("answer: ")
     assert printed.startswith("answer: ") and answer and "score:" in printed
