@@ -139,6 +139,13 @@ class IndexFolder:
         return load_encoder(config)
 
 
+def passage_vectors(folder: IndexFolder) -> np.ndarray:
+    """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes): what training scores against."""
+    if folder.manifest.index.get("kind") == "ivfpq":
+        raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
+    return np.ascontiguousarray(folder.dense.reconstruct(np.arange(len(folder.dense))), dtype=np.float32)
+
+
 def not_an_index(folder: Path) -> str:
     """Why `folder` cannot be opened as an index, and the command that makes one (or resumes it)."""
     partial = folder.with_name(folder.name + ".partial") if folder.name else None

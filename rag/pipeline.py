@@ -128,7 +128,7 @@ def _span_reader(model, options: ReaderOptions) -> Reader:
 
 def _default_reader(options: ReaderOptions) -> Reader:
     from rag.paths import SHIPPED_READER, models_dir, shipped_model
-    from rag.read import warn
+    from rag.console import warn
 
     shipped = shipped_model(SHIPPED_READER)
     if shipped is not None:
@@ -211,7 +211,7 @@ def rerank_if_installed(rerank: RerankConfig | None) -> RerankConfig | None:
     load_reranker, which `rag eval retrieval` and eval/ call to measure a reranker, refuses instead.
     """
     from rag.paths import SHIPPED_RERANKER, models_dir
-    from rag.read import warn
+    from rag.console import warn
     from rag.rerank import SHIPPED_RERANKER_SPEC
 
     if rerank is None or rerank.reranker != SHIPPED_RERANKER_SPEC or reranker_source(rerank.reranker) is not None:

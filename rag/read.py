@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -139,7 +138,9 @@ class SpanReader:
 
         (truncation="only_second" cannot shorten the question: without this a long question raises.)
         """
-        return cut_question(self.tokenizer, question, (max_length or self.config.max_length) // 2)
+        from rag.fast_tokenizer import cut_to_tokens
+
+        return cut_to_tokens(self.tokenizer, question, (max_length or self.config.max_length) // 2)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -293,14 +294,6 @@ def _second_segments(passages: list[Passage]) -> list[str]:
     return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
 
 
-def cut_question(tokenizer, question: str, budget: int) -> str:
-    """The question cut after its first `budget` tokens (at a token's end), unchanged when it fits."""
-    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(ids["input_ids"]) <= budget:
-        return question
-    return question[: ids["offset_mapping"][budget - 1][1]]
-
-
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):
     """log p(span | q, z) for every (start, end) token pair: [K, L, L], -inf where the span is not allowed.
 
@@ -376,6 +369,3 @@ def _read_settings(folder: Path) -> dict | None:
         return None
     return read_versioned_json(path, READER_FORMAT)
 
-
-def warn(msg: str) -> None:
-    print(f"rag: warning: {msg}", file=sys.stderr)
