@@ -264,5 +264,6 @@ def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
 
 
 # spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here
-# (folders that carry a type header, like the two-tower rag_encoder.json, are found by it first).
-ENCODERS = {"dpr:": DPREncoder, SHIPPED_RETRIEVER: TwoTowerEncoder, "": one_tower}
+# (folders that carry a type header, like the two-tower rag_encoder.json, and "rag-retriever", the
+# shipped one, are found by it first).
+ENCODERS = {"dpr:": DPREncoder, "": one_tower}
