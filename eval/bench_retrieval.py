@@ -104,7 +104,7 @@ def retrievers(args, index) -> tuple[dict, dict]:
     else:
         rows["default pipeline"] = default
         if args.rerank:
-            from rag.pipeline import load_reranker
+            from rag.readers import load_reranker
 
             config = RerankConfig(depth=args.rerank, reranker=args.reranker)
             reranked["+ reranking"] = load_reranking(trained, config, load_reranker(config))

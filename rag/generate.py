@@ -62,7 +62,7 @@ class RagGenerator:
 
     @classmethod
     def from_model(cls, config: GeneratorConfig, tokenizer, model) -> "RagGenerator":
-        """A generator around a model in memory (one being trained by rag.train_generator)."""
+        """A generator around a model in memory (one being trained by rag.train.generator)."""
         generator = cls.__new__(cls)
         generator._init(config, tokenizer, model)
         return generator

@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from rag.types import QAExample, RagError
+from rag.types import Passage, QAExample, RagError
 
+SQUAD_WINDOW_WORDS = 120  # paragraph words around the answer that generator training reads (retrieved passages are ~100 words)
 FORMATS = ("nq-open", "webquestions", "dpr-qas", "triviaqa", "squad", "hf")
 
 
@@ -196,6 +197,21 @@ def load_squad(path: str | Path, limit: int = 0) -> list[SquadQuestion]:
     if not out:
         raise RagError(f"{path}: no questions")
     return out
+
+
+def squad_examples(questions: list[SquadQuestion], window_words: int, seed: int) -> list[tuple[str, Passage, str]]:
+    """(question, passage, answer): the paragraph, or `window_words` of it around the answer at a random offset."""
+    rng = random.Random(seed)
+    examples = []
+    for q in questions:
+        words = q.context.split(" ")
+        first = q.context[: q.answer_start].count(" ")
+        last = first + q.answer_text.count(" ")
+        if len(words) > window_words and last - first < window_words:
+            start = max(0, min(first - rng.randint(0, window_words - 1 - (last - first)), len(words) - window_words))
+            words = words[start : start + window_words]
+        examples.append((q.question, Passage("", q.title, " ".join(words)), q.answer_text))
+    return examples
 
 
 def holdout_split(examples: list[QAExample], share: float, seed: int) -> tuple[list[QAExample], list[QAExample]]:

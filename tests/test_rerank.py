@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rag.cli import main
-from rag.pipeline import load_pipeline, load_reader, load_reranker
+from rag.pipeline import load_pipeline
+from rag.readers import load_reader, load_reranker
 from rag.rerank import RerankConfig, RerankingRetriever, load_reranking
 from rag.retrieve import load_retriever
 from rag.types import Passage, RagError
@@ -139,7 +140,7 @@ def test_rerank_logits_batched_shortest_first_match_one_at_a_time(small_index):
 
 def test_train_reranker_on_retrieved_passages_then_rerank_with_it(small_index, tmp_path, capsys):
     """DPR's reader loss on the selection head: a few steps on real retrieved positives and negatives, saved, used by --reranker."""
-    from rag.train_reranker import RerankerTrainConfig, retrieved_groups
+    from rag.train.reranker import RerankerTrainConfig, retrieved_groups
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))
