@@ -54,7 +54,7 @@ class GeneratorConfig:
 
 
 class RagGenerator:
-    """Reader protocol implementation (rag.pipeline.Reader) for seq2seq generation; also the training loss."""
+    """Reader protocol implementation (rag.readers.Reader) for seq2seq generation; also the training loss."""
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
         tokenizer, model = load_seq2seq(config.model)

@@ -83,7 +83,7 @@ def span_reader_module(qa_model):
 
 
 class SpanReader:
-    """Reader protocol implementation (rag.pipeline.Reader); also gives the training loss."""
+    """Reader protocol implementation (rag.readers.Reader); also gives the training loss."""
 
     def __init__(self, config: ReaderConfig = ReaderConfig()):
         import torch
