@@ -31,7 +31,8 @@ from rag.generate import RagGenerator  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import exact_match  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
-from rag.pipeline import Pipeline, ReaderOptions, load_reader  # noqa: E402
+from rag.pipeline import Pipeline  # noqa: E402
+from rag.readers import ReaderOptions, load_reader  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import load_retriever  # noqa: E402

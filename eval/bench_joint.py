@@ -33,7 +33,7 @@ from rag.qa_data import load_qa  # noqa: E402
 from rag.read import ReaderConfig, SpanReader  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import load_retriever  # noqa: E402
-from rag.train import TrainConfig, train  # noqa: E402
+from rag.train.joint import TrainConfig, train  # noqa: E402
 
 # Defaults sized for ~45 min on 2 shared CPU cores; the reader reads K passages of --max-length tokens.
 SHARED = shared_data()

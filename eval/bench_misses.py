@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--squad", help="SQuAD v1.1 JSON: each question read with its gold paragraph")
     ap.add_argument("--qa", help="open-domain QA set (NQ-open JSONL, ...): read through the default pipeline over --index")
     ap.add_argument("--index", default=None, help="index folder for --qa (default: indexes/default)")
-    ap.add_argument("--reader", default="default", help="reader spec (rag.pipeline.load_reader; default: the shipped reader)")
+    ap.add_argument("--reader", default="default", help="reader spec (rag.readers.load_reader; default: the shipped reader)")
     ap.add_argument("--limit", type=int, default=300, help="first N questions of each set (0: all)")
     ap.add_argument("-k", type=int, default=10, help="passages read per question (--qa)")
     ap.add_argument("--rerank", type=int, default=None, help="--qa: passages re-ranked per question, as `rag ask --rerank` (default: the pipeline's; 0: none)")
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("give --squad FILE, --qa FILE, or both")
     results: dict = {"reader": args.reader, "cpu_cores": os.cpu_count()}
     if args.squad:
-        from rag.pipeline import ReaderOptions, load_reader
+        from rag.readers import ReaderOptions, load_reader
 
         reader = load_reader(args.reader, ReaderOptions(inference_only=True))
         summary = run_squad(reader, load_squad_items(args.squad, args.limit), progress=not args.quiet)

@@ -35,7 +35,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from rag.bm25 import BM25Index, Tokenizer, bm25_for_index, passage_tokens_text, reference_scorer  # noqa: E402
+from bm25_oracle import reference_scorer  # noqa: E402  (eval/bm25_oracle.py, beside this script)
+from rag.bm25 import BM25Index, Tokenizer, bm25_for_index, passage_tokens_text  # noqa: E402
 from rag.encoders import DEFAULT_ENCODER, SHIPPED_RETRIEVER, EncoderConfig  # noqa: E402
 from rag.evaluate import answer_ceilings, evaluate_retrieval  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
@@ -103,7 +104,7 @@ def retrievers(args, index) -> tuple[dict, dict]:
     else:
         rows["default pipeline"] = default
         if args.rerank:
-            from rag.pipeline import load_reranker
+            from rag.readers import load_reranker
 
             config = RerankConfig(depth=args.rerank, reranker=args.reranker)
             reranked["+ reranking"] = load_reranking(trained, config, load_reranker(config))

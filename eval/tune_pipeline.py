@@ -30,7 +30,7 @@ from rag.paths import default_index, shared_data  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.rerank import RerankConfig, RerankingRetriever  # noqa: E402
 from rag.retrieve import BM25Retriever, DenseRetriever, HybridConfig, HybridRetriever  # noqa: E402
-from rag.train_retriever import RetrieverTrainConfig, split_questions  # noqa: E402
+from rag.train.retriever import RetrieverTrainConfig, split_questions  # noqa: E402
 
 KS = (1, 5, 20, 100)
 WEIGHTS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -70,7 +70,7 @@ def main() -> int:
                "best_config": settings[best].__dict__, "accuracy": {r: {str(k): a for k, a in acc.items()} for r, acc in accuracy.items()}}
     depths = sorted({int(d) for d in args.rerank_depths.split(",") if int(d) > 0}, reverse=True)  # deepest first: it scores every passage the others reuse
     if depths:
-        from rag.pipeline import load_reranker
+        from rag.readers import load_reranker
 
         head = held[: args.rerank_limit] if args.rerank_limit else held
         rows, settings = {"dense": dense}, {}

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from rag.confidence import not_sure_below
 from rag.paths import default_index
-from rag.pipeline import Pipeline, check_question, reranker_source
+from rag.pipeline import Pipeline, check_question
+from rag.readers import reranker_source
 from rag.rerank import RerankConfig
 from rag.retrieve import RETRIEVERS
 from rag.demo_render import CSS, SOURCE_DEPTH, highlight, render_answer, render_passages, result_json  # noqa: F401 - highlight: tests and callers of rag.app
@@ -127,7 +128,7 @@ def load_models(config: DemoConfig) -> DemoModels:
     if config.rerank and reranker_source(config.reranker) is None:  # models/reranker missing: the page works without it, no re-rank box
         note = f" Re-ranking is off: `{config.reranker}` (models/reranker) is not installed."
     elif config.rerank:
-        from rag.pipeline import load_reranker
+        from rag.readers import load_reranker
         from rag.rerank import load_reranking
 
         rerank = RerankConfig(depth=config.rerank, reranker=config.reranker, device=config.device)

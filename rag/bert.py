@@ -44,7 +44,8 @@ def load_bert(folder: str | Path, qa_head: bool = False, dtype=None):
     return model.to(dtype or torch.float32).eval(), config
 
 
-def _module(torch):
+def _layer(torch):
+    """One transformer layer, its parameters named as in transformers' BertLayer."""
     nn, F = torch.nn, torch.nn.functional
 
     class Layer(nn.Module):
@@ -71,6 +72,12 @@ def _module(torch):
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=bias).transpose(1, 2).reshape(b, length, h)
             x = self.attention.output.LayerNorm(self.attention.output.dense(context) + x)
             return self.output.LayerNorm(self.output.dense(F.gelu(self.intermediate.dense(x))) + x)
+
+    return Layer
+
+
+def _module(torch):
+    nn, Layer = torch.nn, _layer(torch)
 
     class BertEncoder(nn.Module):
         """forward(input_ids, attention_mask, token_type_ids) -> last hidden states (and span logits with the QA head)."""

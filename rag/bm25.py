@@ -5,21 +5,20 @@ indexes/NAME/bm25/
     params.index.json ...     bm25s' own files: vocabulary and the CSC score matrix (no pickles)
 
 Row i of the BM25 matrix is row i of the passage store, as for the FAISS index. Scoring is
-bm25s (sparse matrices, one query at a time in numpy); `reference_scorer` gives the same
-scores from rank-bm25, the slow pure-Python baseline that tests and eval/ compare against.
+bm25s (sparse matrices, one query at a time in numpy); eval/bm25_oracle.py's `reference_scorer` gives
+the same scores from rank-bm25, the slow pure-Python baseline that tests and eval/ compare against.
 
 Parameterization: BM25Config's defaults are DPR's BM25 baseline (Lucene BM25, k1=0.9, b=0.4,
 Lucene's English stopwords, Porter/Snowball stemming). bm25s' "lucene" method scores
 idf = log(1 + (N - df + 0.5) / (df + 0.5)) and tf / (tf + k1 (1 - b + b |d| / avgdl)); rank-bm25's
 BM25Okapi has the same tf part times (k1 + 1) and idf = log((N - df + 0.5) / (df + 0.5)), floored
-at epsilon * mean idf. `reference_scorer` swaps in the matching idf and divides by (k1 + 1), so
+at epsilon * mean idf. The oracle swaps in the matching idf and divides by (k1 + 1), so
 both give the same scores and rankings (bm25s "robertson" is BM25Okapi with epsilon=0).
 """
 from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 import sys
@@ -258,30 +257,3 @@ def bm25_for_index(index, config: BM25Config = BM25Config(), progress: bool = Tr
         print(f"BM25 index kept in memory only: cannot write {folder} ({e})", file=sys.stderr)
         return in_memory()
     return bm25
-
-
-def reference_scorer(token_lists: list[list[str]], config: BM25Config = BM25Config()):
-    """rank-bm25's BM25Okapi with the idf of `config.method`: the oracle for BM25Index's scores.
-
-    `scorer.get_scores(tokens)` equals BM25Index's score for every passage (rank-bm25's, divided
-    by k1 + 1 where bm25s' tf part lacks that factor). O(corpus) Python per query: for tests and
-    benchmarks, not for search.
-    """
-    from rank_bm25 import BM25Okapi
-
-    idf = {
-        "lucene": lambda n, df: math.log(1 + (n - df + 0.5) / (df + 0.5)),
-        "robertson": lambda n, df: max(0.0, math.log((n - df + 0.5) / (df + 0.5))),
-        "atire": lambda n, df: math.log(n / df),
-    }[config.method]
-
-    scale = 1.0 if config.method == "atire" else config.k1 + 1  # bm25s' atire tf part keeps the (k1 + 1)
-
-    class ReferenceBM25(BM25Okapi):
-        def _calc_idf(self, nd):
-            self.idf = {word: idf(self.corpus_size, df) for word, df in nd.items()}
-
-        def get_scores(self, query):
-            return super().get_scores(query) / scale
-
-    return ReferenceBM25(token_lists, k1=config.k1, b=config.b)

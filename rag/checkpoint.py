@@ -28,7 +28,7 @@ class CheckpointRecord:
     step: int
     index: str  # the index trained against, relative to the checkpoint folder (the two may move together)
     index_encoder: str  # the encoder spec of the indexes the query tower is valid for
-    config: dict = field(default_factory=dict)  # rag.train.TrainConfig as a dict
+    config: dict = field(default_factory=dict)  # rag.train.joint.TrainConfig as a dict
     format: str = CHECKPOINT_FORMAT
 
     @classmethod

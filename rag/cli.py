@@ -78,7 +78,7 @@ def _add_supervised_args(p: argparse.ArgumentParser, C, trained: str) -> None:
 
 
 def _add_fit_args(p: argparse.ArgumentParser, C, trained: str) -> None:
-    """Options of every command that trains with rag.supervised.fit (its settings, with defaults from the config class C)."""
+    """Options of every command that trains with rag.train.loop.fit (its settings, with defaults from the config class C)."""
     p.add_argument("--out", required=True, help=f"checkpoint folder; rerunning with the same settings resumes it; OUT/{trained} is the result")
     p.add_argument("--batch-size", type=positive_int, default=C.batch_size, help="examples per optimizer step (default: %(default)s)")
     p.add_argument("--lr", type=float, default=C.lr, help="peak learning rate, linear warmup and decay (default: %(default)s)")
@@ -94,8 +94,8 @@ def _add_fit_args(p: argparse.ArgumentParser, C, trained: str) -> None:
 
 def _add_train_squad_parsers(sub) -> None:
     """rag train reader | generator: supervised training on SQuAD."""
-    from rag.train_generator import GeneratorTrainConfig as G
-    from rag.train_reader import ReaderTrainConfig as C
+    from rag.train.generator import GeneratorTrainConfig as G
+    from rag.train.reader import ReaderTrainConfig as C
 
     r = sub.add_parser("reader", help="supervised reading comprehension: train the span reader on a SQuAD-format file (BERT's recipe)")
     _add_supervised_args(r, C, "reader")
@@ -244,7 +244,7 @@ def _add_ask_parser(sub) -> None:
 
 def _add_train_parser(sub) -> None:
     """rag train (joint) and rag train reader"""
-    from rag.train import TrainConfig
+    from rag.train.joint import TrainConfig
 
     t = sub.add_parser("train", help="joint training of the reader (or generator) and the query encoder from question/answer pairs; "
                        "`rag train reader`: supervised span-reader training on SQuAD")
@@ -278,7 +278,7 @@ def _add_train_parser(sub) -> None:
 
 def _add_train_retriever_parser(sub) -> None:
     """rag train retriever: DPR-style query-tower training against an index's passage vectors."""
-    from rag.train_retriever import RetrieverTrainConfig as C
+    from rag.train.retriever import RetrieverTrainConfig as C
 
     r = sub.add_parser("retriever", help="train the dense retriever's query tower (DPR's recipe, every passage of the index a negative) "
                        "on question/answer pairs; the passage vectors stay the index's")
@@ -295,7 +295,7 @@ def _add_train_retriever_parser(sub) -> None:
 
 def _add_train_reranker_parser(sub) -> None:
     """rag train reranker: the selection head on retrieved passages (DPR's reader loss), for --rerank."""
-    from rag.train_reranker import RerankerTrainConfig as C
+    from rag.train.reranker import RerankerTrainConfig as C
 
     r = sub.add_parser("reranker", help="train a cross-encoder reranker (the span reader's selection head) on passages retrieved for question/answer pairs")
     r.add_argument("--questions", required=True, help="question/answer file(s), comma-separated (DPR .tsv topics, WebQuestions .json, NQ-open .jsonl ...)")

@@ -117,7 +117,7 @@ def _rerank_config(args):
 
 def _maybe_reranked(retriever, args, reranker=None):
     """`retriever`, re-ranked when --rerank asks; `reranker`: the one already loaded (several retrievers share it)."""
-    from rag.pipeline import load_reranker, rerank_if_installed
+    from rag.readers import load_reranker, rerank_if_installed
     from rag.rerank import load_reranking
 
     config = _rerank_config(args) if reranker else rerank_if_installed(_rerank_config(args))  # rag search: as rag ask without models/reranker
@@ -182,7 +182,7 @@ def cmd_eval_retrieval(args) -> None:
     encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
     retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
     if args.rerank:  # each retriever with and without reranking, side by side, one reranker loaded for all
-        from rag.pipeline import load_reranker
+        from rag.readers import load_reranker
 
         reranker = load_reranker(_rerank_config(args))
         retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args, reranker) for kind in kinds}
@@ -250,7 +250,7 @@ def _ceiling(index, examples) -> float | None:
 
 def cmd_eval_reader(args) -> None:
     from rag.evaluate import evaluate_reader
-    from rag.pipeline import ReaderOptions, load_reader
+    from rag.readers import ReaderOptions, load_reader
 
     reader = load_reader(args.reader, ReaderOptions(device=args.device, precision=args.precision))
     report = evaluate_reader(reader, args.squad, args.limit, name=args.reader)
@@ -328,7 +328,7 @@ def _read_lines(path: str) -> list[str]:
 
 
 def cmd_train(args) -> None:
-    from rag.train import TrainConfig, train
+    from rag.train.joint import TrainConfig, train
 
     if not args.questions:
         raise RagError("rag train: --questions is required for joint training (or use `rag train reader --squad FILE`)")
@@ -347,7 +347,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_train_reader(args) -> None:
-    from rag.train_reader import ReaderTrainConfig, train_reader
+    from rag.train.reader import ReaderTrainConfig, train_reader
 
     report = train_reader(ReaderTrainConfig(
         squad=args.squad, out=args.out, start_from=args.start_from, max_length=args.max_length, doc_stride=args.doc_stride,
@@ -359,7 +359,7 @@ def cmd_train_reader(args) -> None:
 
 
 def cmd_train_generator(args) -> None:
-    from rag.train_generator import GeneratorTrainConfig, train_generator
+    from rag.train.generator import GeneratorTrainConfig, train_generator
 
     report = train_generator(GeneratorTrainConfig(
         squad=args.squad, out=args.out, encoder_from=args.encoder_from, start_from=args.start_from, window_words=args.window_words, batch_size=args.batch_size, lr=args.lr,
@@ -370,7 +370,7 @@ def cmd_train_generator(args) -> None:
 
 
 def cmd_train_reranker(args) -> None:
-    from rag.train_reranker import RerankerTrainConfig, train_reranker
+    from rag.train.reranker import RerankerTrainConfig, train_reranker
 
     folder = train_reranker(RerankerTrainConfig(
         questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
@@ -382,7 +382,7 @@ def cmd_train_reranker(args) -> None:
 
 
 def cmd_train_retriever(args) -> None:
-    from rag.train_retriever import RetrieverTrainConfig, train_retriever
+    from rag.train.retriever import RetrieverTrainConfig, train_retriever
 
     folder, held = train_retriever(RetrieverTrainConfig(
         questions=tuple(q.strip() for q in args.questions.split(",") if q.strip()), index=args.index, out=args.out, limit=args.limit, depth=args.depth,
@@ -399,7 +399,7 @@ def cmd_train_retriever(args) -> None:
 
 
 def cmd_export_reader(args) -> None:
-    from rag.train_reader import export_reader
+    from rag.readers import export_reader
 
     print(f"exported {args.source} as fp16 weights: {export_reader(args.source, args.out)}")
 

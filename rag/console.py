@@ -43,6 +43,13 @@ def log(message: str, enabled: bool = True) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A warning on stderr: what rag does instead of what was asked (an uninstalled default model, say)."""
+    import sys
+
+    print(f"rag: warning: {message}", file=sys.stderr)
+
+
 def quiet_libraries() -> None:
     """Silence the model libraries' chatter (load reports with raw ANSI codes, "Loading weights" bars);
     rag's own progress bars and messages stay. `rag --verbose` skips this."""

@@ -279,12 +279,6 @@ def _read_hf(path: Path, split: SplitConfig, on_error: str, report: ReadReport) 
     yield from _dataset_passages(ds, str(path), split, on_error, report)
 
 
-def passages_from_dataset(ds, name: str, split: SplitConfig = SplitConfig(), on_error: str = "raise", report: ReadReport | None = None) -> Iterator[Passage]:
-    """Passages from an in-memory `datasets.Dataset` (columns `title`, `text`, optional `id`)."""
-    report = report if report is not None else ReadReport(source=name)
-    yield from (p for _, p in _dataset_passages(ds, name, split, on_error, report))
-
-
 def _dataset_passages(ds, name: str, split: SplitConfig, on_error: str, report: ReadReport) -> Iterator[tuple[str, Passage]]:
     if "text" not in ds.column_names:
         raise RagError(f"{name}: dataset has columns {clip(repr(ds.column_names))}; it needs 'text' (and 'title', optional 'id')")

@@ -188,6 +188,23 @@ class TwoTowerEncoder:
         return self._passages.encode_passages(passages)
 
 
+class QueryTower:
+    """A sentence-transformers encoder as a trainable module: grad-enabled, unit-norm embeddings
+    (the query side that `rag train` and `rag train retriever` fine-tune; also a passage tower)."""
+
+    def __init__(self, encoder: SentenceTransformerEncoder):
+        self.encoder = encoder
+        self.model = encoder.model
+
+    def embed(self, texts: list[str]):
+        import torch
+
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # sentence-transformers >= 6 renamed it
+        features = {k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in prepare(texts).items()}
+        vectors = self.model(features)["sentence_embedding"]
+        return torch.nn.functional.normalize(vectors, dim=-1) if self.encoder.normalized else vectors
+
+
 def _two_tower_folder(spec: str) -> Path:
     from rag.paths import models_dir
 
@@ -251,5 +268,6 @@ def load_encoder(config: EncoderConfig | str = EncoderConfig()) -> Encoder:
 
 
 # spec prefix -> backend class; "" catches the rest. A new encoder is one class plus one entry here
-# (folders that carry a type header, like the two-tower rag_encoder.json, are found by it first).
+# (folders that carry a type header, like the two-tower rag_encoder.json, and the shipped towers of
+# SHIPPED_TOWERS, are found by it first).
 ENCODERS = {"dpr:": DPREncoder, "": one_tower}

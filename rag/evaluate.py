@@ -289,7 +289,7 @@ def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "read
     """
     from tqdm import tqdm
 
-    from rag.train_reader import load_squad
+    from rag.qa_data import load_squad
 
     questions = load_squad(squad, limit)
     predictions, seconds = [], 0.0

@@ -83,6 +83,18 @@ class FastTokenizer:
         return self._tokenizer.encode(text, add_special_tokens=False).tokens
 
 
+def cut_to_tokens(tokenizer, text: str, budget: int) -> str:
+    """`text` cut after its first `budget` tokens (at a token's end; at least one), unchanged when it fits.
+
+    `tokenizer` is any with offsets: a FastTokenizer or a transformers fast tokenizer. The span reader
+    cuts its question with it, the generator its passage text.
+    """
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= budget:
+        return text
+    return text[: enc["offset_mapping"][max(budget, 1) - 1][1]]
+
+
 def _as_tensors(data: dict, kind: str | None) -> dict:
     if kind is None:
         return data

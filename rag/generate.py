@@ -54,7 +54,7 @@ class GeneratorConfig:
 
 
 class RagGenerator:
-    """Reader protocol implementation (rag.pipeline.Reader) for seq2seq generation; also the training loss."""
+    """Reader protocol implementation (rag.readers.Reader) for seq2seq generation; also the training loss."""
 
     def __init__(self, config: GeneratorConfig = GeneratorConfig()):
         tokenizer, model = load_seq2seq(config.model)
@@ -62,7 +62,7 @@ class RagGenerator:
 
     @classmethod
     def from_model(cls, config: GeneratorConfig, tokenizer, model) -> "RagGenerator":
-        """A generator around a model in memory (one being trained by rag.train_generator)."""
+        """A generator around a model in memory (one being trained by rag.train.generator)."""
         generator = cls.__new__(cls)
         generator._init(config, tokenizer, model)
         return generator
@@ -87,11 +87,13 @@ class RagGenerator:
 
     def contexts(self, question: str, passages: list[Passage]) -> list[str]:
         """RAG's `title / text // question`, the passage text cut so that the question always fits."""
+        from rag.fast_tokenizer import cut_to_tokens
+
         out = []
         for p in passages:
             head, tail = f"{p.title}{TITLE_SEP}" if p.title else "", f"{DOC_SEP}{question}"
             budget = self.config.max_source_length - 4 - len(self.tokenizer.tokenize(head + tail))
-            out.append(f"{head}{_cut_to_tokens(self.tokenizer, p.text, budget)}{tail}")
+            out.append(f"{head}{cut_to_tokens(self.tokenizer, p.text, budget)}{tail}")
         return out
 
     def encode(self, question: str, passages: list[Passage]) -> dict:
@@ -308,14 +310,6 @@ def load_seq2seq(spec: str):
         return AutoTokenizer.from_pretrained(spec), AutoModelForSeq2SeqLM.from_pretrained(spec).float()  # shipped weights are fp16
     except (OSError, ValueError) as e:
         raise RagError(f"cannot load generator {spec!r} (a seq2seq model: hub id or local path): {e}") from e
-
-
-def _cut_to_tokens(tokenizer, text: str, budget: int) -> str:
-    """`text` cut after its first `budget` tokens (at a token's end); unchanged when it fits."""
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if len(enc["input_ids"]) <= budget:
-        return text
-    return text[: enc["offset_mapping"][max(budget, 1) - 1][1]]
 
 
 def _strip(ids: list[int], eos: int, pad: int) -> list[int]:

@@ -139,6 +139,29 @@ class IndexFolder:
         return load_encoder(config)
 
 
+def passage_vectors(folder: IndexFolder) -> np.ndarray:
+    """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes): what training scores against."""
+    if folder.manifest.index.get("kind") == "ivfpq":
+        raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
+    return np.ascontiguousarray(folder.dense.reconstruct(np.arange(len(folder.dense))), dtype=np.float32)
+
+
+def write_refreshed_index(target: Path, folder: IndexFolder, vectors: np.ndarray, encoder_spec: str) -> None:
+    """A new index folder at `target` over `folder`'s passages, with `vectors` from a fine-tuned passage encoder
+    `encoder_spec` (joint training's index refresh)."""
+    import shutil
+    from dataclasses import replace
+
+    target.mkdir(parents=True)
+    shutil.copy(folder.path / STORE, target / STORE)
+    dense = DenseIndex.build(vectors)
+    dense.save(target / FAISS_FILE)
+    manifest = replace(folder.manifest, encoder=encoder_spec, index=asdict(dense.config), index_shards=1, faiss_files=[],
+                       extra={**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())})
+    with PassageStore(target / STORE, readonly=True, rows=manifest.passages) as store:
+        commit_record(target, manifest, store, dense).write(target)
+
+
 def not_an_index(folder: Path) -> str:
     """Why `folder` cannot be opened as an index, and the command that makes one (or resumes it)."""
     partial = folder.with_name(folder.name + ".partial") if folder.name else None

@@ -2,14 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-from rag.checkpoint import CHECKPOINT_FILE
-from rag.generate import GENERATOR_FILE
-from rag.read import READER_FILE
+from rag.readers import Reader, ReaderOptions, load_reader, load_reranker, rerank_if_installed
 from rag.rerank import RerankConfig
 from rag.retrieve import Retriever, check_k
-from rag.types import Answer, Hit, RagError
+from rag.types import Answer, RagError
 
 MAX_QUESTION_CHARS = 500  # questions are cut here: the reader reads question + passage in 256 tokens; keeps a 100 KB paste fast
 LONGEST_WORD = 40  # how far back a cut looks for the end of a word
@@ -59,16 +56,6 @@ def cut_at_word(text: str, limit: int) -> str:
     return head[: other + 1].rstrip() if other is not None else head
 
 
-class Reader(Protocol):
-    """Reads the retrieved passages of each question and returns one Answer per question.
-
-    Implementations: the extractive span reader (rag/read.py) and the RAG generator (rag/generate.py).
-    Both marginalize over the passages they are given, using the hits' retrieval scores.
-    """
-
-    def read(self, questions: list[str], hits: list[list[Hit]]) -> list[Answer]: ...
-
-
 @dataclass
 class Pipeline:
     retriever: Retriever
@@ -82,92 +69,6 @@ class Pipeline:
     def answer(self, questions: list[str], k: int | None = None) -> list[Answer]:
         hits = self.retriever.retrieve(list(questions), self.k if k is None else k)  # k=0 is refused, not read as "default"
         return self.reader.read(list(questions), hits)
-
-
-@dataclass(frozen=True)
-class ReaderOptions:
-    device: str | None = None  # None: cuda when available, else cpu
-    generator: str | None = None  # rag-sequence / rag-token: the seq2seq model (folder, hub id or path; default: the shipped generator)
-    precision: str = "auto"  # span reader: auto (bf16 where the CPU/GPU runs it fast), bf16 or fp32
-    inference_only: bool = False  # answering only (ask, search, demo, eval): a span reader loads without transformers (rag/bert.py), a faster start
-
-
-def load_reader(spec: str = "default", options: ReaderOptions = ReaderOptions()) -> Reader:
-    """The one place a reader is chosen.
-
-    spec:
-      a name in NAMED_READERS       "default": the shipped span reader (models/reader; see rag.paths), else
-                                    the UNTRAINED MiniLM with a random span head (with a warning);
-                                    "rag-sequence" / "rag-token": a seq2seq generator (options.generator)
-      a folder                      chosen by the type header it holds (READER_FOLDERS): a `rag train`
-                                    checkpoint, a span reader, a generator; else a transformers QA model folder
-      anything else                 a hub QA checkpoint id (e.g. a SQuAD-tuned BERT), needs a network
-    A new reader is one module plus one entry in NAMED_READERS or READER_FOLDERS.
-    """
-    from pathlib import Path
-
-    from rag.paths import looks_like_a_path
-
-    if spec in NAMED_READERS:
-        return NAMED_READERS[spec](options)
-    path = Path(spec)
-    if path.is_dir():
-        for header, load in READER_FOLDERS.items():
-            if (path / header).exists():
-                return load(path, options)
-    elif looks_like_a_path(spec):
-        raise RagError(f"--reader {spec}: no such folder (a reader is a folder, a `rag train` checkpoint, 'default', rag-sequence, rag-token or a hub id)")
-    return _span_reader(spec, options)
-
-
-def _span_reader(model, options: ReaderOptions) -> Reader:
-    from rag.read import ReaderConfig, SpanReader
-
-    return SpanReader(ReaderConfig(model=str(model), device=options.device, precision=options.precision, inference_only=options.inference_only))
-
-
-def _default_reader(options: ReaderOptions) -> Reader:
-    from rag.paths import SHIPPED_READER, models_dir, shipped_model
-    from rag.read import warn
-
-    shipped = shipped_model(SHIPPED_READER)
-    if shipped is not None:
-        return _span_reader(shipped, options)
-    warn(f"no shipped reader at {models_dir() / SHIPPED_READER}: using the UNTRAINED MiniLM span reader, its answers are random spans. "
-         "Train one with: rag train reader --squad SQUAD_TRAIN_FILE --out DIR, then --reader DIR/reader")
-    return _span_reader("default", options)
-
-
-def _rag_generator(variant: str):
-    """RAG-Sequence / RAG-Token with options.generator, else the shipped generator (models/generator),
-    else the hub's facebook/rag-<variant>-nq (needs a network)."""
-
-    def load(options: ReaderOptions) -> Reader:
-        from pathlib import Path
-
-        from rag.generate import GeneratorConfig, RagGenerator, load_generator
-        from rag.paths import SHIPPED_GENERATOR, shipped_model
-
-        saved = Path(options.generator) if options.generator else shipped_model(SHIPPED_GENERATOR)
-        if saved is not None and (saved / GENERATOR_FILE).exists():  # a generator folder keeps its settings
-            return load_generator(saved, device=options.device, variant=variant)
-        return RagGenerator(GeneratorConfig(model=options.generator or f"facebook/rag-{variant}-nq", variant=variant, device=options.device))
-
-    return load
-
-
-def _generator_folder(path, options: ReaderOptions) -> Reader:
-    from rag.generate import load_generator
-
-    return load_generator(path, device=options.device)
-
-
-def _checkpoint_reader(path, options: ReaderOptions) -> Reader:
-    return load_reader(str(path / "reader"), options)
-
-
-NAMED_READERS = {"default": _default_reader, "rag-sequence": _rag_generator("sequence"), "rag-token": _rag_generator("token")}
-READER_FOLDERS = {CHECKPOINT_FILE: _checkpoint_reader, READER_FILE: _span_reader, GENERATOR_FILE: _generator_folder}  # type header -> loader
 
 
 RERANK_DEFAULT = RerankConfig()  # the default pipeline re-ranks: held-out top-20 25.1 -> 26.5, top-1 10.3 -> 11.7 (eval/tune_pipeline.py)
@@ -201,47 +102,3 @@ def load_pipeline(index: str, reader: str = "default", k: int = 10, retriever: s
 
         chosen = load_reranking(chosen, rerank, load_reranker(rerank, reading if reader == "default" else None))
     return Pipeline(chosen, reading, k, folder)
-
-
-def rerank_if_installed(rerank: RerankConfig | None) -> RerankConfig | None:
-    """None (with a warning) when `rerank` asks for models/reranker and it is not installed.
-
-    The shipped reranker is to a pipeline what the shipped reader is: without it `rag ask` and
-    `rag search` still answer, and say what they do instead (read the retriever's own top passages).
-    load_reranker, which `rag eval retrieval` and eval/ call to measure a reranker, refuses instead.
-    """
-    from rag.paths import SHIPPED_RERANKER, models_dir
-    from rag.read import warn
-    from rag.rerank import SHIPPED_RERANKER_SPEC
-
-    if rerank is None or rerank.reranker != SHIPPED_RERANKER_SPEC or reranker_source(rerank.reranker) is not None:
-        return rerank
-    warn(f"no shipped reranker at {models_dir() / SHIPPED_RERANKER}: reading the retriever's top passages without re-ranking. "
-         "Train one with `rag train reranker`, or re-rank with the reader's own head: --reranker reader")
-    return None
-
-
-def load_reranker(config, loaded: Reader | None = None) -> Reader:
-    """The span reader a rag.rerank.RerankConfig names: "rag-reranker" is models/reranker, "reader" the shipped
-    span reader (`loaded`, when it is already in memory, so that it is loaded once), else a span-reader folder."""
-    from rag.paths import SHIPPED_RERANKER, models_dir
-
-    if config.reranker == "reader" and loaded is not None:
-        return loaded
-    source = reranker_source(config.reranker)
-    if source is None:
-        raise RagError(f"--reranker {config.reranker}: {models_dir() / SHIPPED_RERANKER} is not there; use --reranker reader, turn re-ranking off with --rerank 0, "
-                       "or train one with `rag train reranker`")
-    return load_reader(source, ReaderOptions(config.device, None, config.precision, inference_only=True))
-
-
-def reranker_source(spec: str) -> str | None:
-    """What load_reader loads for a --reranker: "default" for "reader", models/reranker for "rag-reranker"
-    (None when it is not installed), else `spec` itself (a span-reader folder)."""
-    from rag.paths import SHIPPED_RERANKER, shipped_model
-    from rag.rerank import SHIPPED_RERANKER_SPEC
-
-    if spec == SHIPPED_RERANKER_SPEC:
-        folder = shipped_model(SHIPPED_RERANKER)
-        return str(folder) if folder else None
-    return "default" if spec == "reader" else spec

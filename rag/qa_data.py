@@ -9,6 +9,9 @@ Formats (`fmt`, or "auto" from the file name and, for .json, its structure):
   hf           a Hugging Face dataset: a folder saved with `save_to_disk`, a .parquet/.arrow file, or
                "hf:NAME[:SPLIT]" (needs the hub); columns `question` and `answer`/`answers`/`qText`.
 
+SQuAD with answer offsets (what reader and generator training read) is `load_squad` -> `SquadQuestion`;
+`holdout_split` keeps a seeded share of questions aside (the same one for every trainer given the same files and seed).
+
 A bad record is a RagError naming the file and line (JSON: the line where the record starts).
 """
 from __future__ import annotations
@@ -17,12 +20,15 @@ import ast
 import csv
 import gzip
 import json
+import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from rag.types import QAExample, RagError
+from rag.types import Passage, QAExample, RagError
 
+SQUAD_WINDOW_WORDS = 120  # paragraph words around the answer that generator training reads (retrieved passages are ~100 words)
 FORMATS = ("nq-open", "webquestions", "dpr-qas", "triviaqa", "squad", "hf")
 
 
@@ -132,17 +138,89 @@ def _read_json(source: str, fmt: str) -> Iterator[QAExample]:
             aliases = [answer["Value"]] + [a for a in answer.get("Aliases", []) if a != answer["Value"]]
             yield _example(where, rec.get("QuestionId", i), rec.get("Question"), aliases)
     else:  # squad
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise RagError(f"{source}: SQuAD JSON has a top-level 'data' list of articles")
         n = 0
-        for a, article in enumerate(data["data"]):
-            for p, paragraph in enumerate(article.get("paragraphs", [])):
-                for q, qa in enumerate(paragraph.get("qas", [])):
-                    where = lines.where(source, f"data[{a}].paragraphs[{p}].qas[{q}]", qa.get("id"))
-                    answers = [a.get("text") for a in qa.get("answers", []) if isinstance(a, dict)]
-                    # SQuAD answers repeat (one per annotator): keep the first of each
-                    yield _example(where, qa.get("id") or f"{_stem(source)}-{n}", qa.get("question"), list(dict.fromkeys(answers)))
-                    n += 1
+        for (a, p, q), _, _, qa in squad_records(data, source):
+            where = lines.where(source, f"data[{a}].paragraphs[{p}].qas[{q}]", qa.get("id"))
+            answers = [a.get("text") for a in qa.get("answers", []) if isinstance(a, dict)]
+            # SQuAD answers repeat (one per annotator): keep the first of each
+            yield _example(where, qa.get("id") or f"{_stem(source)}-{n}", qa.get("question"), list(dict.fromkeys(answers)))
+            n += 1
+
+
+def squad_records(data: Any, source: str) -> Iterator[tuple[tuple[int, int, int], str, Any, dict]]:
+    """((article, paragraph, question) numbers, title, context, qa record) of each question of parsed SQuAD JSON."""
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise RagError(f"{source}: SQuAD JSON has a top-level 'data' list of articles")
+    for a, article in enumerate(data["data"]):
+        title = str(article.get("title", "")).replace("_", " ")
+        for p, paragraph in enumerate(article.get("paragraphs", [])):
+            for q, qa in enumerate(paragraph.get("qas", [])):
+                yield (a, p, q), title, paragraph.get("context"), qa
+
+
+@dataclass(frozen=True)
+class SquadQuestion:
+    """A SQuAD question with its paragraph and answer offset: what reader and generator training read."""
+
+    question: str
+    title: str
+    context: str
+    answer_start: int  # character offset of the (first) answer in context
+    answer_text: str
+    answers: tuple[str, ...] = ()  # every annotator's answer (SQuAD dev has up to 3), for EM/F1
+
+
+def load_squad(path: str | Path, limit: int = 0) -> list[SquadQuestion]:
+    """SQuAD v1.1 questions with their paragraph and first answer; errors name the record."""
+    path = Path(path)
+    if not path.exists():
+        raise RagError(f"{path}: no such SQuAD file")
+    try:
+        with _open(str(path)) as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
+        raise RagError(f"{path}: not a readable SQuAD JSON file ({e})") from e
+    out = []
+    for (a, p, q), title, context, qa in squad_records(data, str(path)):
+        where = f"{path}: data[{a}].paragraphs[{p}].qas[{q}]"
+        answers = qa.get("answers") or []
+        if not isinstance(context, str) or not isinstance(qa.get("question"), str) or not answers:
+            raise RagError(f"{where}: expected a context, a question and at least one answer")
+        first = answers[0]
+        start, text = first.get("answer_start"), first.get("text")
+        if not isinstance(start, int) or not isinstance(text, str) or context[start : start + len(text)] != text:
+            raise RagError(f"{where}: answer {text!r} is not at answer_start {start!r} of the context")
+        every = tuple(dict.fromkeys(a.get("text") for a in answers if isinstance(a, dict) and isinstance(a.get("text"), str)))
+        out.append(SquadQuestion(qa["question"].strip(), title, context, start, text, every))
+        if limit and len(out) >= limit:
+            return out
+    if not out:
+        raise RagError(f"{path}: no questions")
+    return out
+
+
+def squad_examples(questions: list[SquadQuestion], window_words: int, seed: int) -> list[tuple[str, Passage, str]]:
+    """(question, passage, answer): the paragraph, or `window_words` of it around the answer at a random offset."""
+    rng = random.Random(seed)
+    examples = []
+    for q in questions:
+        words = q.context.split(" ")
+        first = q.context[: q.answer_start].count(" ")
+        last = first + q.answer_text.count(" ")
+        if len(words) > window_words and last - first < window_words:
+            start = max(0, min(first - rng.randint(0, window_words - 1 - (last - first)), len(words) - window_words))
+            words = words[start : start + window_words]
+        examples.append((q.question, Passage("", q.title, " ".join(words)), q.answer_text))
+    return examples
+
+
+def holdout_split(examples: list[QAExample], share: float, seed: int) -> tuple[list[QAExample], list[QAExample]]:
+    """(held-out, rest): `examples` shuffled by `seed`, the first `share` of them kept aside.
+    `rag train retriever` and `rag train reranker --holdout` keep the same questions aside when given the same files and seed."""
+    examples = list(examples)
+    random.Random(seed).shuffle(examples)
+    cut = int(len(examples) * share)
+    return examples[:cut], examples[cut:]
 
 
 class _LineFinder:

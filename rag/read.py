@@ -10,13 +10,13 @@ The answer probability is p(y | q) = sum_z p(z | q) sum_{spans of z reading y} p
 equal answer strings (after SQuAD normalization) from different passages are summed.
 
 A reader folder (`SpanReader.save`) holds the transformers QA model and tokenizer, the selection
-head (`selection_head.safetensors`) and `reader.json` (format and settings).
+head (`selection_head.safetensors`) and `reader.json` (format and settings); a reranker folder
+(`rag train reranker`) holds the same files under its own header, `reranker.json`.
 """
 from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -28,6 +28,11 @@ from rag.types import Answer, Hit, Passage, RagError, Span
 READER_FORMAT = "rag-span-reader v1"
 READER_FILE, SELECTION_FILE = "reader.json", "selection_head.safetensors"
 SPAN_READER_KIND = ArtifactKind("a span-reader folder", READER_FILE, READER_FORMAT)
+# A reranker is a span reader whose selection head was trained on retrieved passages and whose span heads
+# were not: the same files under its own header, so that it is never loaded as a reader by mistake.
+RERANKER_FORMAT, RERANKER_FILE = "rag-reranker v1", "reranker.json"
+RERANKER_KIND = ArtifactKind("a reranker folder", RERANKER_FILE, RERANKER_FORMAT)
+HEADERS = {READER_FILE: READER_FORMAT, RERANKER_FILE: RERANKER_FORMAT}  # a SpanReader folder's type header -> its format
 TRAINED_SETTINGS = ("max_length", "max_answer_tokens", "score_scale")  # restored from a saved reader
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
 
@@ -78,7 +83,7 @@ def span_reader_module(qa_model):
 
 
 class SpanReader:
-    """Reader protocol implementation (rag.pipeline.Reader); also gives the training loss."""
+    """Reader protocol implementation (rag.readers.Reader); also gives the training loss."""
 
     def __init__(self, config: ReaderConfig = ReaderConfig()):
         import torch
@@ -89,6 +94,7 @@ class SpanReader:
         self.device = resolve_device(config.device)
         source = default_model_path() if config.model == "default" else config.model
         folder = Path(source)
+        self.header = next((h for h in HEADERS if (folder / h).exists()), READER_FILE)  # what `save` writes
         settings = _read_settings(folder)
         if settings:  # a saved reader keeps the settings it was trained with, unless the caller sets them
             trained_with = {k: v for k, v in settings["config"].items() if k in TRAINED_SETTINGS and getattr(config, k) == getattr(ReaderConfig(), k)}
@@ -139,7 +145,9 @@ class SpanReader:
 
         (truncation="only_second" cannot shorten the question: without this a long question raises.)
         """
-        return cut_question(self.tokenizer, question, (max_length or self.config.max_length) // 2)
+        from rag.fast_tokenizer import cut_to_tokens
+
+        return cut_to_tokens(self.tokenizer, question, (max_length or self.config.max_length) // 2)
 
     # --- scores ---------------------------------------------------------------------------
 
@@ -239,8 +247,9 @@ class SpanReader:
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def save(self, folder: str | Path, half: bool = False) -> None:
-        """A reader folder; `half`: fp16 weights (half the size, what ships; loading computes in fp32/bf16)."""
+    def save(self, folder: str | Path, half: bool = False, header: str | None = None) -> None:
+        """A reader folder (or, with `header` RERANKER_FILE, a reranker's; None: the header it was loaded with);
+        `half`: fp16 weights (half the size, what ships; loading computes in fp32/bf16)."""
         import copy
 
         from safetensors.torch import save_file
@@ -251,7 +260,8 @@ class SpanReader:
         qa.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         save_file({k: v.detach().cpu().float().contiguous() for k, v in self.model.select.state_dict().items()}, str(folder / SELECTION_FILE))
-        (folder / READER_FILE).write_text(json.dumps({"format": READER_FORMAT, "config": asdict(self.config)}, indent=2))
+        header = header or self.header
+        (folder / header).write_text(json.dumps({"format": HEADERS[header], "config": asdict(self.config)}, indent=2))
 
 
 def _tokenizer_and_qa_model(source: str, device: str, inference_only: bool):
@@ -259,7 +269,7 @@ def _tokenizer_and_qa_model(source: str, device: str, inference_only: bool):
     answering from a plain BERT folder, else transformers' (trainable, savable)."""
     from rag.bert import is_bert_folder
 
-    if inference_only and is_bert_folder(source) and (_has_qa_head(Path(source)) or (Path(source) / READER_FILE).exists()):
+    if inference_only and is_bert_folder(source) and (_has_qa_head(Path(source)) or any((Path(source) / h).exists() for h in HEADERS)):
         from rag.bert import load_bert
         from rag.fast_tokenizer import FastTokenizer
 
@@ -291,14 +301,6 @@ def _answer_span(passage: Passage, answer: str, span: Span) -> Span | None:
 def _second_segments(passages: list[Passage]) -> list[str]:
     """The reader's second segment per passage: `title [SEP] text` (the text alone when untitled)."""
     return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
-
-
-def cut_question(tokenizer, question: str, budget: int) -> str:
-    """The question cut after its first `budget` tokens (at a token's end), unchanged when it fits."""
-    ids = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
-    if len(ids["input_ids"]) <= budget:
-        return question
-    return question[: ids["offset_mapping"][budget - 1][1]]
 
 
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):
@@ -371,11 +373,6 @@ def _has_qa_head(folder: Path) -> bool:
 
 
 def _read_settings(folder: Path) -> dict | None:
-    path = folder / READER_FILE
-    if not path.exists():
-        return None
-    return read_versioned_json(path, READER_FORMAT)
+    header = next((h for h in HEADERS if (folder / h).exists()), None)
+    return read_versioned_json(folder / header, HEADERS[header]) if header else None
 
-
-def warn(msg: str) -> None:
-    print(f"rag: warning: {msg}", file=sys.stderr)

@@ -22,15 +22,12 @@ from rag.retrieve import BM25Retriever, Retriever, check_k
 from rag.types import Hit, RagError
 
 
-SHIPPED_RERANKER_SPEC = "rag-reranker"  # models/reranker (rag.paths.SHIPPED_RERANKER)
-
-
 @dataclass(frozen=True)
 class RerankConfig:
     # Passages re-scored per question. 50 on held-out training questions (eval/tune_pipeline.py): top-20 as at 70 or
     # 100 (within 0.1) at half the cost of 100; 20 and 30 leave the passages ranked 21-50 where dense put them.
     depth: int = 50
-    reranker: str = "rag-reranker"  # "rag-reranker" (models/reranker), "reader" (the shipped span reader's own selection head) or a span-reader folder
+    reranker: str = "rag-reranker"  # "rag-reranker" (models/reranker, rag.readers.SHIPPED_RERANKER_SPEC), "reader" (the shipped span reader's own selection head) or a span-reader folder
     retrieval_weight: float | None = None  # None: the reader's score_scale (its own p(z|q)), 0 over BM25; 0: the reranker alone
     # Tokens of question + title + passage read per passage. 128 (not the reader's 192) on held-out training
     # questions: the same top-1/5/20 within noise and 100 passages in 0.93 s instead of 1.05 s on 2 cores (eval/tune_pipeline.py).
@@ -65,10 +62,8 @@ class RerankingRetriever:
 
 
 def load_reranking(base: Retriever, config: RerankConfig, reranker) -> RerankingRetriever:
-    """`base` wrapped by `reranker`, a span reader (rag.pipeline.load_reranker loads the one `config` names)."""
-    from rag.read import SpanReader
-
-    if not isinstance(reranker, SpanReader):
+    """`base` wrapped by `reranker`, a span reader (rag.readers.load_reranker loads the one `config` names)."""
+    if not hasattr(reranker, "rerank_logits"):  # a span reader (rag.read.SpanReader) or reranker folder; a generator has no selection head
         raise RagError(f"--reranker {config.reranker}: not a span reader (its passage-selection head re-ranks)")
     weight = config.retrieval_weight
     if weight is None:  # BM25's scores (10-30, unbounded) times the reader's scale would outweigh every logit

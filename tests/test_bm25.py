@@ -8,7 +8,8 @@ from itertools import islice
 import numpy as np
 import pytest
 
-from rag.bm25 import FOLDER, METHODS, BM25Config, BM25Index, Tokenizer, bm25_for_index, passage_tokens_text, reference_scorer
+from eval.bm25_oracle import reference_scorer
+from rag.bm25 import FOLDER, METHODS, BM25Config, BM25Index, Tokenizer, bm25_for_index, passage_tokens_text
 from rag.build import add_to_index
 from rag.index_folder import open_index
 from rag.qa_data import load_qa

@@ -29,7 +29,7 @@ def dpr_spec(tmp_path_factory) -> str:
 
 def test_the_spec_prefix_chooses_the_backend(dpr_spec):
     assert isinstance(load_encoder("default"), SentenceTransformerEncoder)
-    assert isinstance(load_encoder(dpr_spec), DPREncoder) and set(ENCODERS) == {"dpr:", "rag-retriever", ""}
+    assert isinstance(load_encoder(dpr_spec), DPREncoder) and set(ENCODERS) == {"dpr:", ""}
     assert isinstance(load_encoder("rag-retriever"), TwoTowerEncoder)  # the shipped retriever, models/retriever
 
 

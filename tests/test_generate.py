@@ -112,7 +112,7 @@ def test_decoding_scores_are_the_marginal_of_the_decoded_answer(model_dir, varia
 def test_training_lowers_the_loss_and_reaches_the_retrieval_scores(model_dir, tmp_path):
     import torch
 
-    from rag.pipeline import load_reader
+    from rag.readers import load_reader
 
     generator = RagGenerator(GeneratorConfig(model=model_dir, variant="token", max_answer_tokens=4, num_beams=2))
     scores = torch.tensor(SCORES, requires_grad=True)

@@ -105,7 +105,7 @@ def test_answer_probability_is_marginalized_over_passages(reader):
 def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
     import torch
 
-    from rag.pipeline import ReaderOptions, load_reader
+    from rag.readers import ReaderOptions, load_reader
 
     hits = hits_of([SEINE, HAMLET, FRANCE], [0.5, 0.1, 0.5])
     scores = torch.tensor([h.score for h in hits])

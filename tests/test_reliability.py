@@ -21,7 +21,7 @@ from rag.cli import main
 from rag.corpus import SplitConfig
 from rag.files import SCRATCH_MARKER, folder_lock, write_json_atomic
 from rag.index_folder import FAISS_FILE, MANIFEST, STORE, Manifest, open_index
-from rag.train import TrainConfig, train
+from rag.train.joint import TrainConfig, train
 from rag.types import QAExample, RagError
 
 ROOT = Path(__file__).resolve().parents[1]

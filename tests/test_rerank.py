@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from rag.cli import main
-from rag.pipeline import load_pipeline, load_reader, load_reranker
+from rag.pipeline import load_pipeline
+from rag.readers import load_reader, load_reranker
 from rag.rerank import RerankConfig, RerankingRetriever, load_reranking
 from rag.retrieve import load_retriever
 from rag.types import Passage, RagError
@@ -139,7 +140,7 @@ def test_rerank_logits_batched_shortest_first_match_one_at_a_time(small_index):
 
 def test_train_reranker_on_retrieved_passages_then_rerank_with_it(small_index, tmp_path, capsys):
     """DPR's reader loss on the selection head: a few steps on real retrieved positives and negatives, saved, used by --reranker."""
-    from rag.train_reranker import RerankerTrainConfig, retrieved_groups
+    from rag.train.reranker import RerankerTrainConfig, retrieved_groups
 
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))
@@ -153,3 +154,17 @@ def test_train_reranker_on_retrieved_passages_then_rerank_with_it(small_index, t
     assert main(args) == 0 and "resuming" in capsys.readouterr().err  # the same command resumes (nothing left to do)
     assert main(["search", "who wrote dracula", "--index", str(small_index.path), "--rerank", "10", "--reranker", str(out / "reranker"), "-k", "2", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)["hits"]) == 2
+    assert (out / "reranker" / "reranker.json").exists() and not (out / "reranker" / "reader.json").exists()  # its own header
+
+
+def test_a_reranker_folder_is_a_reranker_and_never_a_reader():
+    """models/reranker's header (reranker.json) says what it is: --reranker loads it, --reader refuses it (issue 28)."""
+    from rag.paths import models_dir
+    from rag.read import SpanReader
+
+    folder = models_dir() / "reranker"
+    assert (folder / "reranker.json").exists() and not (folder / "reader.json").exists()
+    with pytest.raises(RagError, match="is a reranker"):
+        load_reader(str(folder))
+    reranker = load_reranker(RerankConfig())
+    assert isinstance(reranker, SpanReader) and reranker.config.max_length == 128  # its saved settings, as before

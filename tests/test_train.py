@@ -8,7 +8,8 @@ import pytest
 
 from rag.build import BuildConfig, build_index
 from rag.checkpoint import is_checkpoint, load_query_encoder
-from rag.train import TrainConfig, passage_vectors, train
+from rag.index_folder import passage_vectors
+from rag.train.joint import TrainConfig, train
 from rag.types import QAExample, RagError
 
 DUNE = QAExample("dune", "who wrote the novel dune?", ("Frank Herbert",))
@@ -107,7 +108,7 @@ def test_joint_training_from_a_generator_folder_keeps_its_settings(tiny_index, t
     assert train(config, [DUNE], progress=False).questions_used == 1  # "Frank Herbert" is in Dune's passage
     trained = load_generator(out / "reader")
     assert (trained.config.copy_only, trained.config.score_scale) == (True, 10.0)
-    from rag.train_reader import export_reader
+    from rag.readers import export_reader
 
     shipped = export_reader(out, tmp_path / "models" / "generator")  # the checkpoint's generator, as fp16 weights
     import torch
@@ -141,8 +142,7 @@ def test_rehearsal_trains_on_gold_paragraphs_too_and_raises_their_likelihood(tin
     import torch
 
     from rag.generate import GeneratorConfig, RagGenerator, load_generator
-    from rag.train_generator import squad_examples
-    from rag.train_reader import load_squad
+    from rag.qa_data import load_squad, squad_examples
     from tests.test_generate import tiny_model
 
     context = "The Eiffel Tower was completed in 1889 for the World's Fair in Paris."

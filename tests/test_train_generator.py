@@ -7,9 +7,9 @@ from safetensors import safe_open
 
 from rag.cli import main
 from rag.generate import RagGenerator, find_loosely
-from rag.pipeline import ReaderOptions, load_pipeline, load_reader
-from rag.train_generator import squad_examples
-from rag.train_reader import load_squad
+from rag.pipeline import load_pipeline
+from rag.readers import ReaderOptions, load_reader
+from rag.qa_data import load_squad, squad_examples
 from rag.types import Hit, Passage
 from tests.conftest import shared
 

@@ -9,9 +9,11 @@ from safetensors import safe_open
 from rag.cli import main
 from rag.metrics import normalize_answer
 from rag.paths import SHIPPED_READER, models_dir
-from rag.pipeline import ReaderOptions, load_pipeline, load_reader
+from rag.pipeline import load_pipeline
+from rag.readers import ReaderOptions, load_reader
 from rag.read import ReaderConfig, SpanReader
-from rag.train_reader import load_squad, squad_windows
+from rag.qa_data import load_squad
+from rag.train.reader import squad_windows
 from rag.types import Hit, Passage, RagError
 from tests.conftest import shared
 

@@ -12,7 +12,7 @@ from rag.encoders import SHIPPED_RETRIEVER, TWO_TOWER_FILE, WIKI_RETRIEVER, Enco
 from rag.index_folder import open_index
 from rag.qa_data import load_qa
 from rag.retrieve import DenseRetriever
-from rag.train_retriever import RetrieverTrainConfig, _QueryTowerTrainee, _query_tower, distant_positives, split_questions
+from rag.train.retriever import RetrieverTrainConfig, _QueryTowerTrainee, _query_tower, distant_positives, split_questions
 from rag.types import Passage, RagError
 
 QA = [("who wrote dracula", "Bram Stoker"), ("who painted guernica", "Picasso"), ("in which city is the eiffel tower", "Paris"),
@@ -39,7 +39,7 @@ def test_distant_positives_are_the_answer_bearing_passages_of_dense_and_bm25(sma
 def test_a_step_raises_the_positives_share_of_the_softmax_over_every_passage(small_index, qa_file):
     import torch
 
-    from rag.train import passage_vectors
+    from rag.index_folder import passage_vectors
 
     groups = distant_positives(load_qa(qa_file), small_index, depth=20, progress=False)
     tower = _query_tower(small_index, "cpu")
@@ -64,7 +64,7 @@ def test_holdout_split_is_reproducible_and_disjoint(qa_file):
 
 
 def test_the_reranker_trainer_leaves_out_the_same_held_out_questions(small_index, qa_file):
-    from rag.train_reranker import RerankerTrainConfig, retrieved_groups
+    from rag.train.reranker import RerankerTrainConfig, retrieved_groups
 
     held, _ = split_questions(RetrieverTrainConfig(questions=(str(qa_file),), index="-", out="-", holdout=0.5, seed=0))
     config = RerankerTrainConfig(questions=(str(qa_file),), index=str(small_index.path), out="-", depth=10, holdout=0.5, seed=0)
@@ -89,7 +89,7 @@ def test_cli_trains_a_two_tower_folder_that_searches_the_index_it_came_from(smal
     assert any("Bram Stoker" in h.passage.text for h in hits)
     # its passage side is the index's encoder: the vectors it would build are the index's own
     passages = small_index.store.get_rows([0, 1])
-    from rag.train import passage_vectors
+    from rag.index_folder import passage_vectors
 
     assert np.allclose(encoder.encode_passages(passages), passage_vectors(small_index)[:2], atol=1e-4)
     assert main(["search", "who wrote dracula", "--index", str(small_index.path), "-k", "1", "--json"]) == 0
@@ -149,8 +149,8 @@ def test_the_wiki_retriever_ships_with_minilm_passages_and_its_own_query_weights
 
 def test_squad_pairs_are_each_question_with_its_own_paragraph_after_the_index_rows(small_index, tmp_path, capsys):
     from rag.encoders import load_encoder as load
-    from rag.train_reader import load_squad
-    from rag.train_retriever import squad_pairs
+    from rag.qa_data import load_squad
+    from rag.train.retriever import squad_pairs
 
     squad = "../shared/data/squad/dev-v1.1.json"
     config = RetrieverTrainConfig(questions=(), index=str(small_index.path), out="-", squad=squad, squad_questions=12)

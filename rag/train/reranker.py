@@ -5,9 +5,9 @@ top `depth` passages are retrieved from an index; those holding an answer (DPR's
 positives, the rest hard negatives. One step scores, per question, one positive and `negatives`
 negatives with the span reader's passage-selection head, and minimizes the cross-entropy of the
 positive among them: the passage that answers should outscore the ones that only look alike.
-Training starts from the shipped span reader. The result is a span-reader folder
-(`--reranker OUT/reranker`); its span heads are not trained further, so read with the shipped
-reader.
+Training starts from the shipped span reader. The result is a reranker folder (`--reranker OUT/reranker`):
+the span reader's files under their own header (rag.read.RERANKER_FILE); its span heads are not trained
+further, so it is refused as a reader (read with the shipped one).
 """
 from __future__ import annotations
 
@@ -16,33 +16,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.console import log
-from rag.files import ArtifactKind, check_replaceable
-from rag.supervised import RUN_FILE, fit
+from rag.train.loop import TrainSettings, check_out, epoch_batches, fit, run_kind
 from rag.types import Passage, RagError
 
-RERANKER_RUN_KIND = ArtifactKind("a reranker-training checkpoint", RUN_FILE, "rag-reranker-training v1")
+RERANKER_RUN_KIND = run_kind("reranker")
 
 
-@dataclass(frozen=True)
-class RerankerTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class RerankerTrainConfig(TrainSettings):
+    """TrainSettings (batch_size: questions per step, each 1 + negatives passages; limit: the first N questions of each file) and:"""
+
     questions: tuple[str, ...]  # QA files (any format rag.qa_data reads): questions with answers
     index: str
-    out: str
-    limit: int = 0  # >0: the first N questions of each file
     holdout: float = 0.0  # share of the questions kept aside, as `rag train retriever --holdout` does (same files and seed: the same questions)
     depth: int = 30  # passages retrieved per question: positives and negatives come from these
     negatives: int = 3  # negatives scored beside each positive
-    batch_size: int = 4  # questions per optimizer step (each 1 + negatives passages)
-    lr: float = 2e-5
-    warmup: float = 0.1
-    epochs: float = 1.0
-    max_steps: int = 0
-    max_minutes: float = 0
     max_length: int = 192  # tokens per question + passage
-    seed: int = 0
+    batch_size: int = 4
+    lr: float = 2e-5
     save_every: int = 200
-    precision: str = "auto"
-    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,9 +48,8 @@ def retrieved_groups(config: RerankerTrainConfig, progress: bool = True) -> list
     """Each question's retrieved passages split by DPR's answer rule; questions with no positive or no negative are dropped."""
     from rag.index_folder import open_index
     from rag.metrics import has_answer
-    from rag.qa_data import load_qa
+    from rag.qa_data import holdout_split, load_qa
     from rag.retrieve import load_retriever
-    from rag.train_retriever import holdout_split
 
     examples = [ex for path in config.questions for ex in load_qa(path, limit=config.limit or None)]
     if config.holdout:  # leave out the retriever's held-out questions (the same ones, given its files and seed)
@@ -79,16 +70,15 @@ def retrieved_groups(config: RerankerTrainConfig, progress: bool = True) -> list
 
 
 def train_reranker(config: RerankerTrainConfig, progress: bool = True) -> str:
-    """Train (or resume) the reranker; returns the folder of the trained span reader."""
+    """Train (or resume) the reranker; returns the trained reranker folder."""
     import torch
 
     from rag.paths import SHIPPED_READER, shipped_model
     from rag.read import ReaderConfig, SpanReader
-    from rag.train_reader import epoch_batches
 
     if config.negatives < 1 or config.batch_size < 1 or config.depth < 2:
         raise RagError("need negatives >= 1, batch_size >= 1, depth >= 2")
-    check_replaceable(Path(config.out).resolve(), RERANKER_RUN_KIND, "Choose another --out.")
+    check_out(config, RERANKER_RUN_KIND)
     start = shipped_model(SHIPPED_READER)
     if start is None:
         raise RagError("rag train reranker starts from the shipped span reader (models/reader), which is not installed")
@@ -101,7 +91,7 @@ def train_reranker(config: RerankerTrainConfig, progress: bool = True) -> str:
 
 
 class _RerankTrainee:
-    """The selection head as rag.supervised.fit trains it: the positive's cross-entropy among its group."""
+    """The selection head as rag.train.loop.fit trains it: the positive's cross-entropy among its group."""
 
     def __init__(self, reader, groups: list[Group], negatives: int, seed: int):
         self.reader, self.groups, self.negatives = reader, groups, negatives
@@ -121,4 +111,6 @@ class _RerankTrainee:
         return torch.stack(losses).mean()
 
     def save(self, folder: Path) -> None:
-        self.reader.save(folder, half=True)
+        from rag.read import RERANKER_FILE
+
+        self.reader.save(folder, half=True, header=RERANKER_FILE)

@@ -29,34 +29,25 @@ from pathlib import Path
 import numpy as np
 
 from rag.console import log
-from rag.files import ArtifactKind, check_replaceable
-from rag.supervised import RUN_FILE, fit
+from rag.train.loop import TrainSettings, check_out, epoch_batches, fit, run_kind
 from rag.types import Passage, QAExample, RagError
 
-RETRIEVER_RUN_KIND = ArtifactKind("a retriever-training checkpoint", RUN_FILE, "rag-retriever-training v1")
+RETRIEVER_RUN_KIND = run_kind("retriever")
 
 
-@dataclass(frozen=True)
-class RetrieverTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class RetrieverTrainConfig(TrainSettings):
+    """TrainSettings (batch_size: questions per step, limit: the first N questions of each file) and:"""
+
     questions: tuple[str, ...]  # QA files (any format rag.qa_data reads): questions with answers
     index: str  # a flat or hnsw index built with a sentence-transformers encoder
-    out: str
-    limit: int = 0  # >0: the first N questions of each file
     depth: int = 100  # positives: answer-bearing passages in the dense and the BM25 top `depth`
     squad: str = ""  # a SQuAD file: its questions with their own paragraph as the positive (DPR's "question -> its paragraph" pairs)
     squad_questions: int = 0  # how many of them (a seeded sample; 0: all): their paragraphs join the index's passages as candidates
     holdout: float = 0.05  # share of the questions kept aside to measure the run (never trained on)
     scale: float = 20.0  # s = scale * cosine: the softmax temperature (sentence-transformers' MNRL uses 20)
-    batch_size: int = 32
     lr: float = 2e-5
-    warmup: float = 0.1
-    epochs: float = 1.0
-    max_steps: int = 0
-    max_minutes: float = 0
-    seed: int = 0
     save_every: int = 200
-    precision: str = "auto"
-    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,7 +93,7 @@ def squad_pairs(config: RetrieverTrainConfig, passage_spec: str, first_row: int,
     are each other's hard negatives. SQuAD's questions are written with the paragraph in view, so
     they teach matching by content words, which questions asked without the text (NQ's) lack."""
     from rag.encoders import EncoderConfig, load_encoder
-    from rag.train_reader import load_squad
+    from rag.qa_data import load_squad
 
     questions = load_squad(config.squad)
     if config.squad_questions:
@@ -119,18 +110,9 @@ def squad_pairs(config: RetrieverTrainConfig, passage_spec: str, first_row: int,
 def split_questions(config: RetrieverTrainConfig) -> tuple[list[QAExample], list[QAExample]]:
     """(held-out, training) questions: the files read, shuffled by `seed`, the first `holdout` share kept aside.
     eval/tune_pipeline.py tunes on the same held-out questions, which no training step has seen."""
-    from rag.qa_data import load_qa
+    from rag.qa_data import holdout_split, load_qa
 
     return holdout_split([ex for path in config.questions for ex in load_qa(path, limit=config.limit or None)], config.holdout, config.seed)
-
-
-def holdout_split(examples: list[QAExample], share: float, seed: int) -> tuple[list[QAExample], list[QAExample]]:
-    """(held-out, rest): `examples` shuffled by `seed`, the first `share` of them kept aside.
-    `rag train reranker --holdout` keeps the same questions aside when given the same files and seed."""
-    examples = list(examples)
-    random.Random(seed).shuffle(examples)
-    cut = int(len(examples) * share)
-    return examples[:cut], examples[cut:]
 
 
 def train_retriever(config: RetrieverTrainConfig, progress: bool = True) -> tuple[str, HoldoutReport]:
@@ -138,14 +120,12 @@ def train_retriever(config: RetrieverTrainConfig, progress: bool = True) -> tupl
     import torch
 
     from rag.encoders import passage_side
-    from rag.index_folder import open_index
-    from rag.train import passage_vectors
-    from rag.train_reader import epoch_batches
+    from rag.index_folder import open_index, passage_vectors
 
     if config.depth < 1 or config.batch_size < 1 or not 0 <= config.holdout < 1:
         raise RagError("need depth >= 1, batch_size >= 1 and 0 <= holdout < 1")
     out = Path(config.out).resolve()
-    check_replaceable(out, RETRIEVER_RUN_KIND, "Choose another --out.")
+    check_out(config, RETRIEVER_RUN_KIND)
     folder = open_index(config.index)
     torch.manual_seed(config.seed)
     tower = _query_tower(folder, config.device)  # before the positives: an index of another encoder kind is refused at once
@@ -169,8 +149,7 @@ def train_retriever(config: RetrieverTrainConfig, progress: bool = True) -> tupl
 def _query_tower(folder, device: str | None):
     """A new query tower: the weights of the index's passage tower (plain MiniLM for an index built with
     'default' or 'rag-retriever'), so that a rerun starts from the same point however the index was built."""
-    from rag.encoders import EncoderConfig, SentenceTransformerEncoder, load_encoder, passage_side
-    from rag.train import QueryTower
+    from rag.encoders import EncoderConfig, QueryTower, SentenceTransformerEncoder, load_encoder, passage_side
 
     spec = passage_side(folder.manifest.encoder)
     encoder = load_encoder(EncoderConfig(spec=spec, device=device, precision="fp32"))
@@ -197,7 +176,7 @@ def _holdout_accuracy(folder, tower, examples: list[QAExample], ks=(1, 5, 20, 10
 
 
 class _QueryTowerTrainee:
-    """The query tower as rag.supervised.fit trains it: -log of the positives' share of the softmax over every passage."""
+    """The query tower as rag.train.loop.fit trains it: -log of the positives' share of the softmax over every passage."""
 
     def __init__(self, tower, groups: list[Positives], vectors, scale: float, passage_spec: str):
         self.tower, self.groups, self.vectors, self.scale, self.passage_spec = tower, groups, vectors, scale, passage_spec

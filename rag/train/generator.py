@@ -5,44 +5,34 @@ the shipped span reader's MiniLM (already trained to find answers in SQuAD parag
 the decoder sharing the encoder's weights except its new cross-attention (rag.bert2bert).
 It reads the same `title / text // question` input rag.generate.RagGenerator builds at answer time,
 so the trained folder is a RAG-Sequence / RAG-Token generator as it is. The loop (warmup, bf16
-autocast, resumable checkpoints) is rag.supervised.fit's, shared with the span reader.
+autocast, resumable checkpoints) is rag.train.loop's, shared with every trainer.
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from rag.console import log
-from rag.files import ArtifactKind, check_replaceable
-from rag.supervised import RUN_FILE, fit
-from rag.train_reader import SquadQuestion, epoch_batches, load_squad
+from rag.qa_data import SQUAD_WINDOW_WORDS, load_squad, squad_examples
+from rag.train.loop import TrainSettings, check_out, epoch_batches, fit, run_kind
 from rag.types import Passage, RagError
 
-GENERATOR_RUN_KIND = ArtifactKind("a generator-training checkpoint", RUN_FILE, "rag-generator-training v1")
+GENERATOR_RUN_KIND = run_kind("generator")
 CLS, SEP, PAD = 101, 102, 0  # the MiniLM WordPiece vocabulary's [CLS] (decoder start), [SEP] (end), [PAD]
 
 
-@dataclass(frozen=True)
-class GeneratorTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class GeneratorTrainConfig(TrainSettings):
+    """TrainSettings (out: OUT/generator is the trained generator) and:"""
+
     squad: str  # SQuAD v1.1 JSON (or .json.gz)
-    out: str  # checkpoint folder; rerunning resumes it; OUT/generator is the trained generator
     encoder_from: str = "reader"  # "reader" (the shipped span reader), "minilm" (the sentence encoder) or a BERT folder
     start_from: str = ""  # a generator folder to continue training instead (encoder_from is then unused)
-    window_words: int = 120  # paragraph words around the answer per example (retrieved passages are ~100 words)
+    window_words: int = SQUAD_WINDOW_WORDS  # paragraph words around the answer per example (retrieved passages are ~100 words)
     max_source_length: int = 256
     max_answer_tokens: int = 24
     batch_size: int = 16
-    lr: float = 1e-4
     warmup: float = 0.06
-    epochs: float = 1.0
-    max_steps: int = 0  # >0: stop after this many optimizer steps
-    max_minutes: float = 0  # >0: save and stop after this long (a rerun continues)
-    limit: int = 0  # >0: the first N questions only
-    seed: int = 0
-    save_every: int = 500
-    precision: str = "auto"
-    device: str | None = None
 
 
 @dataclass(frozen=True)
@@ -73,21 +63,6 @@ def warm_started_generator(encoder_from: str):
     return AutoTokenizer.from_pretrained(bert), warm_started(str(bert), CLS, SEP, PAD)
 
 
-def squad_examples(questions: list[SquadQuestion], window_words: int, seed: int) -> list[tuple[str, Passage, str]]:
-    """(question, passage, answer): the paragraph, or `window_words` of it around the answer at a random offset."""
-    rng = random.Random(seed)
-    examples = []
-    for q in questions:
-        words = q.context.split(" ")
-        first = q.context[: q.answer_start].count(" ")
-        last = first + q.answer_text.count(" ")
-        if len(words) > window_words and last - first < window_words:
-            start = max(0, min(first - rng.randint(0, window_words - 1 - (last - first)), len(words) - window_words))
-            words = words[start : start + window_words]
-        examples.append((q.question, Passage("", q.title, " ".join(words)), q.answer_text))
-    return examples
-
-
 def train_generator(config: GeneratorTrainConfig, progress: bool = True) -> GeneratorTrainReport:
     """Train (or resume) the generator on SQuAD; returns where the generator was saved."""
     import torch
@@ -96,7 +71,7 @@ def train_generator(config: GeneratorTrainConfig, progress: bool = True) -> Gene
 
     if config.batch_size < 1 or config.epochs <= 0 or config.window_words < 10:
         raise RagError("need batch_size >= 1, epochs > 0, window_words >= 10")
-    check_replaceable(Path(config.out).resolve(), GENERATOR_RUN_KIND, "Choose another --out.")
+    check_out(config, GENERATOR_RUN_KIND)
     torch.manual_seed(config.seed)
     tokenizer, model = load_seq2seq(config.start_from) if config.start_from else warm_started_generator(config.encoder_from)
     settings = GeneratorConfig(model="(training)", variant="sequence", device=config.device, copy_only=True, max_source_length=config.max_source_length, max_answer_tokens=config.max_answer_tokens)
@@ -109,7 +84,7 @@ def train_generator(config: GeneratorTrainConfig, progress: bool = True) -> Gene
 
 
 class _GeneratorTrainee:
-    """The generator as rag.supervised.fit trains it: token cross-entropy of the answer given one passage."""
+    """The generator as rag.train.loop.fit trains it: token cross-entropy of the answer given one passage."""
 
     def __init__(self, generator, examples: list[tuple[str, Passage, str]]):
         self.generator, self.examples = generator, examples

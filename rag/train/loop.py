@@ -1,6 +1,7 @@
-"""The supervised fine-tuning loop shared by the span reader (rag.train_reader) and the generator
-(rag.train_generator): AdamW, linear warmup and decay, bf16 autocast where the hardware runs it
-fast, progress with examples/s and ETA, and resumable checkpoints swapped in whole.
+"""The training loop every supervised trainer of rag.train uses (reader, generator, retriever,
+reranker): AdamW, linear warmup and decay, bf16 autocast where the hardware runs it fast, progress
+with examples/s and ETA, a time limit, and resumable checkpoints swapped in whole; and the
+length-grouped batches it steps through. `TrainSettings` holds the settings all of them share.
 
 A checkpoint folder OUT holds OUT/<weights>/ (the trained model, fp16: what ships), training_state.pt
 (model, optimizer, schedule, position) and run.json (the run's kind, settings and progress). A resume
@@ -9,6 +10,7 @@ with other settings is refused; a folder that is not such a checkpoint is never 
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,6 +24,37 @@ from rag.types import RagError
 
 STATE_FILE, RUN_FILE = "training_state.pt", "run.json"
 RESUME_FREE = ("out", "save_every", "device", "max_minutes")  # settings a resume may change
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSettings:
+    """What every trainer's config holds, with the same names (and `rag train ...` flags) everywhere.
+
+    A trainer's config extends it with its own data and model fields and may give other defaults.
+    """
+
+    out: str  # checkpoint folder; rerunning with the same settings resumes it
+    batch_size: int = 32  # examples (or questions) per optimizer step
+    lr: float = 1e-4  # peak learning rate: linear warmup, then linear decay
+    warmup: float = 0.1  # fraction of steps with a linearly rising learning rate
+    epochs: float = 1.0  # fractions allowed: 0.5 trains on half the shuffled batches
+    max_steps: int = 0  # >0: stop after this many optimizer steps (for smoke runs)
+    max_minutes: float = 0  # >0: save and stop after this long (a rerun continues)
+    limit: int = 0  # >0: the first N questions only (of each file, where several are read)
+    seed: int = 0
+    save_every: int = 500  # optimizer steps between checkpoints (and one at the end)
+    precision: str = "auto"  # auto | bf16 | fp32: autocast dtype for the forward pass
+    device: str | None = None
+
+
+def run_kind(trained: str) -> ArtifactKind:
+    """What a checkpoint folder of `rag train TRAINED` is: its run.json names the format "rag-TRAINED-training v1"."""
+    return ArtifactKind(f"a {trained}-training checkpoint", RUN_FILE, f"rag-{trained}-training v1")
+
+
+def check_out(config: TrainSettings, kind: ArtifactKind) -> None:
+    """Refuse `config.out` at once (before minutes of preparation) when it is a folder this run may not write."""
+    check_replaceable(Path(config.out).resolve(), kind, "Choose another --out.")
 
 
 class Trainee(Protocol):
@@ -42,7 +75,7 @@ class FitReport:
     seconds: float
 
 
-def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, weights: str, progress: bool = True) -> FitReport:
+def fit(trainee: Trainee, batches: list[list[int]], config: TrainSettings, kind: ArtifactKind, weights: str, progress: bool = True) -> FitReport:
     """Train `trainee` on `batches` (lists of example indices) with `config`'s batch_size, lr, warmup,
     max_steps, save_every, precision and out; resumes `config.out` when it holds this run's checkpoint."""
     import torch
@@ -54,7 +87,7 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
     saved = _resumable(out, config, kind)
     total = min(len(batches), config.max_steps) if config.max_steps else len(batches)
     model = trainee.model
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=0.01)
+    optimizer = adamw([{"params": [p for p in model.parameters() if p.requires_grad]}], lr=config.lr, weight_decay=0.01)
     warmup = max(1, int(config.warmup * total))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
     step, losses, elapsed = 0, [], 0.0
@@ -73,15 +106,12 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
     while step < total:
         with autocast(trainee.device, dtype):
             loss = trainee.loss(batches[step])
-        optimizer.zero_grad()
-        loss.float().backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        optimizer_step(optimizer, loss, model.parameters())
         schedule.step()
         step += 1
         losses.append(float(loss.detach()))
         _progress(step, total, losses, config.batch_size, time.monotonic() - started, progress)
-        out_of_time = bool(getattr(config, "max_minutes", 0)) and time.monotonic() - started > 60 * config.max_minutes
+        out_of_time = bool(config.max_minutes) and time.monotonic() - started > 60 * config.max_minutes
         if step % config.save_every == 0 or step == total or out_of_time:
             save()
             log(f"saved {out} at step {step}", progress)
@@ -89,6 +119,47 @@ def fit(trainee: Trainee, batches: list[list[int]], config, kind: ArtifactKind, 
             log(f"stopped at step {step} of {total}: --max-minutes {config.max_minutes} spent (rerun to continue)", progress)
             break
     return FitReport(step, float(np.mean(losses[-200:])) if losses else float("nan"), time.monotonic() - started)
+
+
+def adamw(groups: list[dict], lr: float = 1e-3, weight_decay: float = 0.0):
+    """The optimizer of every trainer: AdamW over parameter groups (`{"params": [...]}`, each may set its own "lr")."""
+    import torch
+
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+
+
+def optimizer_step(optimizer, loss, parameters) -> None:
+    """One update: the loss's gradient (in fp32), its norm clipped at 1, the optimizer's step."""
+    import torch
+
+    optimizer.zero_grad()
+    loss.float().backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+
+
+def epoch_batches(lengths: list[int], batch_size: int, epochs: float, seed: int) -> list[list[int]]:
+    """Length-grouped batches for `epochs` passes: whole epochs, then the first part of one more."""
+    rng = random.Random(seed)
+    full, part = divmod(epochs, 1.0)
+    batches = []
+    for _ in range(int(full)):
+        batches += length_grouped_batches(lengths, batch_size, rng)
+    extra = length_grouped_batches(lengths, batch_size, rng)
+    return batches + extra[: int(len(extra) * part)] or extra[:1]
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of examples of similar length (little padding), in random order."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for i in range(0, len(order), pool):
+        group = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        batches += [group[b : b + batch_size] for b in range(0, len(group), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def _progress(step: int, total: int, losses: list[float], batch_size: int, spent: float, enabled: bool) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ from typing import Protocol
 import numpy as np
 
 from rag.checkpoint import CHECKPOINT_KIND, LOG_FILE, STATE_FILE, CheckpointRecord, is_checkpoint
-from rag.encoders import EncoderConfig, SentenceTransformerEncoder, TwoTowerEncoder, load_encoder, passage_side
+from rag.encoders import EncoderConfig, QueryTower, TwoTowerEncoder, load_encoder, passage_side
 from rag.files import check_replaceable, fresh_scratch, publish_folder, recover_folder
-from rag.index_folder import IndexFolder, open_index
+from rag.index_folder import IndexFolder, open_index, passage_vectors, write_refreshed_index
 from rag.paths import checkpoints_dir, default_index
-from rag.pipeline import Reader
+from rag.train.loop import adamw, optimizer_step
 from rag.precision import autocast, autocast_dtype
 from rag.types import Passage, QAExample, RagError
 
@@ -63,8 +62,8 @@ class TrainConfig:
     rehearse_per_step: int = 4
 
 
-class TrainableReader(Reader, Protocol):
-    """A reader joint training can train (rag.read.SpanReader, rag.generate.RagGenerator).
+class TrainableReader(Protocol):
+    """A reader (rag.readers.Reader) joint training can train (rag.read.SpanReader, rag.generate.RagGenerator).
 
     answer_log_likelihood returns log p(answers | question) marginalized over `passages` with
     p(z | q) from `retrieval_scores` (a [K] tensor carrying the query tower's gradient), or None
@@ -89,22 +88,6 @@ class TrainReport:
     checkpoint: str
 
 
-class QueryTower:
-    """A sentence-transformers encoder as a trainable module: grad-enabled, unit-norm embeddings."""
-
-    def __init__(self, encoder: SentenceTransformerEncoder):
-        self.encoder = encoder
-        self.model = encoder.model
-
-    def embed(self, texts: list[str]):
-        import torch
-
-        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # sentence-transformers >= 6 renamed it
-        features = {k: v.to(self.encoder.device) if isinstance(v, torch.Tensor) else v for k, v in prepare(texts).items()}
-        vectors = self.model(features)["sentence_embedding"]
-        return torch.nn.functional.normalize(vectors, dim=-1) if self.encoder.normalized else vectors
-
-
 def train(config: TrainConfig, examples: list[QAExample] | None = None, progress: bool = True) -> TrainReport:
     """Run (or resume) joint training; writes checkpoints to `config.out`."""
     import torch
@@ -122,14 +105,10 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
     if state and state.index_encoder != folder.manifest.encoder and not config.refresh_every:
         raise RagError(f"{out} was trained against an index built with {state.index_encoder!r}, {config.index} uses {folder.manifest.encoder!r}")
     torch.manual_seed(config.seed)
-    reader = _load_trainable_reader(config, out / "reader" if state else None)
-    query_encoder = _load_tower(out / "query_encoder" if state else None, folder.manifest.encoder, config.device)
-    passage_encoder = _load_tower(out / "passage_encoder" if state else None, passage_side(folder.manifest.encoder), config.device) if config.refresh_every else None
-    vectors = passage_vectors(open_index(out / "index") if state and config.refresh_every else folder)
+    reader, query_encoder, passage_encoder, vectors = _trainees(config, folder, out if state else None)
     from rag.index import DenseIndex
 
     dense = DenseIndex.build(vectors)
-
     optimizer, params, step = _optimizer(config, reader, query_encoder, passage_encoder, out if state else None)
 
     order = _question_order(len(examples), config.epochs, config.seed)
@@ -153,10 +132,7 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
             signal = [lls for lls in (batch_lls, rehearsed) if lls]  # each part's mean, so neither drowns the other
             if signal:
                 loss = -sum(torch.stack(lls).mean() for lls in signal)
-                optimizer.zero_grad()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], 1.0)
-                optimizer.step()
+                optimizer_step(optimizer, loss, [p for g in params for p in g["params"]])
                 losses.append(float(loss.detach()))
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", used=used_total)
             log_lines.append(json.dumps({"step": step, "loss": losses[-1] if signal else None, "used": len(batch_lls), "questions": len(batch)}))
@@ -169,6 +145,15 @@ def train(config: TrainConfig, examples: list[QAExample] | None = None, progress
     finally:
         bar.close()
     return TrainReport(step, len(order), used_total, float(np.mean(losses)) if losses else float("nan"), str(out))
+
+
+def _trainees(config: TrainConfig, folder: IndexFolder, saved: Path | None):
+    """(reader, query tower, passage tower or None, passage vectors): from the checkpoint `saved` when resuming."""
+    reader = _load_trainable_reader(config, saved / "reader" if saved else None)
+    query_encoder = _load_tower(saved / "query_encoder" if saved else None, folder.manifest.encoder, config.device)
+    passage_encoder = _load_tower(saved / "passage_encoder" if saved else None, passage_side(folder.manifest.encoder), config.device) if config.refresh_every else None
+    vectors = passage_vectors(open_index(saved / "index") if saved and config.refresh_every else folder)
+    return reader, query_encoder, passage_encoder, vectors
 
 
 def _training_examples(config: TrainConfig, examples: list[QAExample] | None) -> list[QAExample]:
@@ -186,11 +171,10 @@ def _rehearsal_examples(config: TrainConfig) -> list[tuple[str, Passage, str]]:
     """SQuAD (question, ~120-word window of its paragraph around the answer, answer), shuffled by the seed."""
     if not config.rehearse_squad or not config.rehearse_per_step:
         return []
-    from rag.train_generator import GeneratorTrainConfig, squad_examples
-    from rag.train_reader import load_squad
+    from rag.qa_data import SQUAD_WINDOW_WORDS, load_squad, squad_examples
 
     # the window the generator was trained on in `rag train generator`, about a retrieved passage's length
-    examples = squad_examples(load_squad(config.rehearse_squad), window_words=GeneratorTrainConfig.window_words, seed=config.seed)
+    examples = squad_examples(load_squad(config.rehearse_squad), window_words=SQUAD_WINDOW_WORDS, seed=config.seed)
     random.Random(config.seed).shuffle(examples)
     return examples
 
@@ -219,7 +203,7 @@ def _optimizer(config: TrainConfig, reader, query_encoder: QueryTower, passage_e
         params.append({"params": list(query_encoder.model.parameters()), "lr": config.query_lr})
     if passage_encoder is not None:
         params.append({"params": list(passage_encoder.model.parameters()), "lr": config.query_lr})
-    optimizer = torch.optim.AdamW(params, weight_decay=0.0)
+    optimizer = adamw(params, weight_decay=0.0)
     if resume is None:
         return optimizer, params, 0
     saved = torch.load(resume / STATE_FILE, map_location="cpu", weights_only=True)
@@ -249,13 +233,6 @@ def _log_likelihoods(questions: list[QAExample], q, rows: np.ndarray, folder: In
         if ll is not None and torch.isfinite(ll):
             found.append(ll)
     return found
-
-
-def passage_vectors(folder: IndexFolder) -> np.ndarray:
-    """The index's passage vectors, read back from FAISS (exact for flat and HNSW indexes)."""
-    if folder.manifest.index.get("kind") == "ivfpq":
-        raise RagError(f"{folder.path} is an IVF-PQ index: its vectors are compressed; joint training needs a flat or hnsw index of the same corpus")
-    return np.ascontiguousarray(folder.dense.reconstruct(np.arange(len(folder.dense))), dtype=np.float32)
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -343,28 +320,10 @@ def _save(out: Path, config: TrainConfig, folder: IndexFolder, reader, query_enc
     if passage_encoder is not None:  # the saved index must hold the passage tower's current vectors
         passage_encoder.model.save(str(partial / "passage_encoder"))
         index_encoder = str((out / "passage_encoder").resolve())
-        _write_index(partial / "index", folder, _encode_all(folder, passage_encoder, progress), index_encoder)
+        write_refreshed_index(partial / "index", folder, _encode_all(folder, passage_encoder, progress), index_encoder)
     torch.save({"optimizer": optimizer.state_dict(), "step": step}, partial / STATE_FILE)
     (partial / LOG_FILE).write_text("".join(line + "\n" for line in log_lines))
     CheckpointRecord(step, CheckpointRecord.relative(config.index, out), index_encoder, asdict(config)).write(partial)
     publish_folder(partial, out, CHECKPOINT_KIND)
     if progress:
         print(f"saved checkpoint {out} at step {step}", file=sys.stderr)
-
-
-def _write_index(target: Path, folder: IndexFolder, vectors: np.ndarray, encoder_spec: str) -> None:
-    """An index folder over the same passages, with vectors from the fine-tuned passage encoder."""
-    from dataclasses import replace
-
-    from rag.index import DenseIndex
-    from rag.index_folder import FAISS_FILE, STORE, commit_record
-    from rag.store import PassageStore
-
-    target.mkdir(parents=True)
-    shutil.copy(folder.path / STORE, target / STORE)
-    dense = DenseIndex.build(vectors)
-    dense.save(target / FAISS_FILE)
-    manifest = replace(folder.manifest, encoder=encoder_spec, index=asdict(dense.config), index_shards=1, faiss_files=[],
-                       extra={**folder.manifest.extra, "refreshed_from": str(folder.path.resolve())})
-    with PassageStore(target / STORE, readonly=True, rows=manifest.passages) as store:
-        commit_record(target, manifest, store, dense).write(target)
