@@ -18,7 +18,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from rag.confidence import not_sure_below
 from rag.paths import default_index
 from rag.pipeline import Pipeline, check_question
 from rag.readers import reranker_source
@@ -83,7 +82,7 @@ class DemoResult:
     reranked_from: int = 0  # the passages were re-ranked from the retriever's top N (0: not re-ranked)
     reader: str = ""  # the reader's label
     source_ranks: dict = field(default_factory=dict)  # hybrid: passage id -> {"dense": rank, "bm25": rank} (None: not in that top list)
-    not_sure_below: float = 0.0  # the reader's "not sure" threshold (rag.confidence): below it the answer shows as a guess
+    not_sure_below: float = 0.0  # the reader's "not sure" threshold (SpanReader.not_sure_below): below it the answer shows as a guess
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -234,7 +233,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
     return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind,
-                      reranked_from=retriever.depth if rerank else 0, reader=reader, source_ranks=sources, not_sure_below=not_sure_below(models.readers[reader]))
+                      reranked_from=retriever.depth if rerank else 0, reader=reader, source_ranks=sources, not_sure_below=getattr(models.readers[reader], "not_sure_below", 0.0))
 
 
 def _source_ranks(hybrid, question: str, hits: list[Hit]) -> dict:

@@ -70,12 +70,11 @@ def print_search(hits, kind: str, retriever, reranker: str, k: int, index_size: 
 def print_answer(answer, hits, kind: str, retriever, reranker: str, k: int, index_size: int, width: int, not_sure_below: float = 0.0) -> None:
     """`rag ask`: the answer, its probability over the passages really read, how they were ranked, and the evidence
     in reading order (numbered 1.., each with its rank among the passages read and the score that ranked it).
-    Below `not_sure_below` (rag.confidence) the answer is printed as a guess under "not sure"."""
-    from rag.confidence import is_sure
+    Below `not_sure_below` (the reader's threshold) the answer is printed as a guess under "not sure"."""
 
     read = len(hits)
     short = shortfall(kind, read, k, index_size)
-    if answer.text.strip() and not is_sure(answer, not_sure_below):
+    if answer.text.strip() and not answer.is_sure(not_sure_below):
         print(f"answer: not sure (best guess: {printable(answer.text)}, p {answer.score:.2f}, below the not-sure threshold {not_sure_below:.2f})")
     else:
         print(f"answer: {printable(answer.text) or '(none)'}")

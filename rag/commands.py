@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rag.cli_render import eval_plan, print_answer, print_search, ranking_json, shortfall
 from rag.console import printable
 from rag.types import RagError
 
@@ -128,8 +129,6 @@ def cmd_search(args) -> None:
     from rag.index_folder import open_index
     from rag.retrieve import load_retriever
 
-    from rag.cli_render import print_search, ranking_json, shortfall
-
     questions = _asked(args, "search")
     index = open_index(args.index, mmap=args.mmap)
     retriever = _maybe_reranked(load_retriever(index, args.retriever, config=_hybrid_config(args)), args)
@@ -187,8 +186,6 @@ def cmd_eval_retrieval(args) -> None:
         reranker = load_reranker(_rerank_config(args))
         retrievers |= {f"{kind} + rerank {args.rerank}": _maybe_reranked(retrievers[kind], args, reranker) for kind in kinds}
         kinds = list(retrievers)
-    from rag.cli_render import eval_plan
-
     reranked = [name for name in kinds if "+ rerank" in name]  # what takes long (~0.5 s a question for 50 on 2 cores): timed on the first questions
     per_question = _seconds_per_question(retrievers[reranked[0]], examples[:3], max(ks)) if reranked else 0.0
     print(eval_plan(kinds, len(examples), reranked, per_question), file=sys.stderr, flush=True)
@@ -276,14 +273,11 @@ def cmd_ask(args) -> None:
     pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
     loaded = time.perf_counter()
     untrained = getattr(pipeline.reader, "trained", True) is False
-    from rag.confidence import is_sure, not_sure_below
-
-    threshold = not_sure_below(pipeline.reader) if args.not_sure_below is None else args.not_sure_below
+    threshold = getattr(pipeline.reader, "not_sure_below", 0.0) if args.not_sure_below is None else args.not_sure_below
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
         for start in range(0, len(questions), 16):
             for answer in pipeline.answer(questions[start : start + 16]):
-                record = {**answer.to_json(), "sure": is_sure(answer, threshold), "not_sure_below": threshold, "untrained_reader": untrained}
-                print(json.dumps(record, ensure_ascii=False), flush=True)
+                print(json.dumps({**answer.to_json(), "sure": answer.is_sure(threshold), "not_sure_below": threshold, "untrained_reader": untrained}, ensure_ascii=False), flush=True)
         return
     hits = pipeline.retriever.retrieve(questions, args.k)
     retrieved = time.perf_counter()
@@ -293,8 +287,6 @@ def cmd_ask(args) -> None:
               f"read {1000 * (time.perf_counter() - retrieved):.0f} ms ({len(hits[0])} passages)", file=sys.stderr)
     if untrained:
         print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
-    from rag.cli_render import print_answer
-
     print_answer(answer, hits[0], args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width, threshold)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 
-from rag.confidence import is_sure
 from rag.types import Span
 
 SOURCE_DEPTH = 100  # how deep the page looks up a fused passage's rank in each of the two rankings (rag.app._source_ranks)
@@ -21,7 +20,7 @@ def result_json(result: DemoResult) -> dict:
     data = result.answer.to_json()
     read = {e["id"]: {k: v for k, v in e.items() if k in ("answer_spans", "p_passage", "contribution")} for e in data["evidence"]}
     passages = [{**h.to_json(), "answer_spans": [], **read.get(h.passage.id, {})} for h in result.hits]  # retrieval order
-    return {**base, "answer": data["answer"], "probability": data["probability"], "sure": is_sure(result.answer, result.not_sure_below),
+    return {**base, "answer": data["answer"], "probability": data["probability"], "sure": result.answer.is_sure(result.not_sure_below),
             "not_sure_below": result.not_sure_below, "passages": passages}
 
 
@@ -46,7 +45,7 @@ def render_answer(result: DemoResult) -> str:
     a = result.answer
     where = len({s.passage_id for s in a.spans})
     found = f" · in {where} of {len(result.hits)} passages" if where else ""
-    sure = is_sure(a, result.not_sure_below)
+    sure = a.is_sure(result.not_sure_below)
     label = "Answer" if sure else f"Not sure · best guess (score below {result.not_sure_below:.2f})"
     return (
         f'<div class="rag-answer" data-sure="{str(sure).lower()}" data-score="{a.score:.6g}" data-seconds="{result.seconds:.4f}">'

@@ -35,6 +35,11 @@ RERANKER_KIND = ArtifactKind("a reranker folder", RERANKER_FILE, RERANKER_FORMAT
 HEADERS = {READER_FILE: READER_FORMAT, RERANKER_FILE: RERANKER_FORMAT}  # a SpanReader folder's type header -> its format
 TRAINED_SETTINGS = ("max_length", "max_answer_tokens", "score_scale")  # restored from a saved reader
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
+# The span reader's "not sure" threshold: below it `rag ask` and the demo say "not sure" and show the
+# answer as a guess (Answer.is_sure). Chosen on the 1,021 held-out training questions (DPR NQ dev /
+# TriviaQA dev / WebQuestions train, the retriever's holdout) over indexes/wiki2015, k=10, default
+# pipeline; see models/reader/README.md. Generators' scores are on another scale: no threshold.
+NOT_SURE_BELOW = 0.30
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ def span_reader_module(qa_model):
 
 class SpanReader:
     """Reader protocol implementation (rag.readers.Reader); also gives the training loss."""
+
+    not_sure_below = NOT_SURE_BELOW  # readers without this attribute have no threshold
 
     def __init__(self, config: ReaderConfig = ReaderConfig()):
         import torch

@@ -57,6 +57,10 @@ class Answer:
     spans: tuple[Span, ...] = ()  # where the answer sits in the evidence, when known
     weights: tuple[PassageWeight, ...] = ()  # per passage read, when the reader marginalizes explicitly (RAG)
 
+    def is_sure(self, threshold: float) -> bool:
+        """An answer to print as one: there is text, and its probability reaches `threshold` (a reader's not_sure_below)."""
+        return bool(self.text.strip()) and self.score >= threshold
+
     def to_json(self) -> dict:
         """The answer as data: text, probability, and the evidence with the answer's character offsets in each."""
         spans: dict[str, list[list[int]]] = {}

@@ -14,7 +14,7 @@ MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Issue 28, measured at its start (commit 2c91034): 15 levels, 234 arrows among rag's modules. Lower these as the graph shrinks; never raise them.
 MAX_LEVELS, MAX_ARROWS = 11, 230
 # Over the module limit until the pipeline assembly it repeats moves into load_pipeline (issue 28, item 4).
-PENDING = {"rag.commands": 409}
+PENDING = {"rag.commands": 405}
 
 
 def module_name(path: Path) -> str:

@@ -204,11 +204,11 @@ def test_escape_sequences_are_removed_before_the_question_is_encoded(sixty, enco
     assert json.loads(out)["question"] == "who wrote dracula" and "rag: note: Terminal escape sequences" in err
 
 
-# --- 5. "not sure" below the reader's calibrated threshold (rag.confidence) ---------------------
+# --- 5. "not sure" below the reader's calibrated threshold (SpanReader.not_sure_below) ---------------------
 
 
 def test_ask_says_not_sure_below_the_threshold_and_answers_above_it(sixty, capsys):
-    from rag.confidence import SPAN_READER_NOT_SURE_BELOW
+    from rag.read import NOT_SURE_BELOW as SPAN_READER_NOT_SURE_BELOW
 
     question = ("ask", "who painted the arnolfini portrait", "--index", str(sixty.path), "-k", "8")
     unsure = run(capsys, *question, "--not-sure-below", "1.01")[0].splitlines()[0]
