@@ -237,7 +237,7 @@ def _add_ask_parser(sub) -> None:
     q.add_argument("-k", "--k", type=positive_int, default=10, help="passages retrieved and read (default: %(default)s)")
     q.add_argument("--width", type=int, default=300, help="characters of passage text to print")
     q.add_argument("--not-sure-below", type=float, default=None, metavar="P", help="below this p(answer) say 'not sure' and show the answer as a guess "
-                   "(default: the reader's calibrated threshold, 0.30 for the span reader, none for generators; 0: never)")
+                   "(default: the reader's threshold, a provisional 0.30 for the span reader, none for generators; 0: never)")
     _add_reader_args(q)
     q.set_defaults(func=commands.cmd_ask)
 
