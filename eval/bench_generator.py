@@ -31,7 +31,7 @@ from rag.generate import RagGenerator  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import exact_match  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
+from rag.pipeline import LoadedParts, PipelineConfig, load_pipeline  # noqa: E402
 from rag.readers import ReaderOptions, load_reader  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
@@ -77,13 +77,14 @@ def variant(generator: RagGenerator, **changes) -> RagGenerator:
 
 
 def open_domain_table(retriever, readers: dict, args) -> list[dict]:
-    rows, table = [], []
+    rows, table, parts = [], [], LoadedParts()  # one index and query encoder for every reader
     sets = {Path(p).name: Path(p) for p in args.qa.split(",")} if args.qa else QA_SETS
     for set_name, path in sets.items():
         examples = load_qa(str(path))[args.qa_start :][: args.qa_limit or None]
         span_em = None
         for name, reader in readers.items():
-            report = evaluate_qa(Pipeline(retriever, reader, args.k), examples, (args.k,), progress=False, name=name)
+            pipeline = load_pipeline(PipelineConfig(args.index, k=args.k, rerank=None), parts, reader=reader)
+            report = evaluate_qa(pipeline, examples, (args.k,), progress=False, name=name)
             top_k = report.retrieval.accuracy((args.k,))[args.k]
             span_em = report.exact_match if span_em is None else span_em  # the first reader is the span reader
             qps = len(examples) / (report.retrieval.seconds + report.reader_seconds)

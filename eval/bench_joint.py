@@ -28,7 +28,7 @@ from rag.evaluate import answer_ceiling, evaluate_qa, evaluate_retrieval  # noqa
 from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import first_hit_rank, normalize_answer  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
-from rag.pipeline import Pipeline, load_pipeline  # noqa: E402
+from rag.pipeline import PipelineConfig, load_pipeline  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.read import ReaderConfig, SpanReader  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
@@ -72,7 +72,8 @@ def main() -> None:
           f"({time.perf_counter() - t0:.0f} s to find); using {min(args.train, len(training))}", file=sys.stderr)
     training = random.Random(1).sample(training, min(args.train, len(training)))
 
-    before = evaluate_qa(Pipeline(retriever, SpanReader(ReaderConfig(max_length=args.max_length)), args.k), evaluation, KS, name="before: base encoder + untrained reader")
+    untrained = SpanReader(ReaderConfig(max_length=args.max_length))  # the bare MiniLM with a new span head
+    before = evaluate_qa(load_pipeline(PipelineConfig(args.index, k=args.k, rerank=None), reader=untrained), evaluation, KS, name="before: base encoder + untrained reader")
 
     config = TrainConfig(
         questions=str(SHARED / "nq-open" / "NQ-open.dev.jsonl"), index=args.index, out=args.out, k=args.k, batch_size=args.batch_size,
@@ -82,7 +83,7 @@ def main() -> None:
     report = train(config, training)
     train_seconds = time.perf_counter() - t0
 
-    tuned = load_pipeline(args.index, reader=args.out, k=args.k)
+    tuned = load_pipeline(PipelineConfig(args.index, reader=args.out, k=args.k, rerank=None))
     after = evaluate_qa(tuned, evaluation, KS, name="after: joint training")
     ceiling = answer_ceiling(folder.store, evaluation)
 

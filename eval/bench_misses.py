@@ -182,13 +182,13 @@ def calibration(scores: Sequence[float], ems: Sequence[float]) -> dict:
     return {"buckets": buckets, "half_right_threshold": half_right_threshold(scores, ems), "note": TRAINING_SPLIT_NOTE}
 
 
-def half_right_threshold(scores: Sequence[float], ems: Sequence[float]) -> float | None:
-    """The largest t on a 0.05 grid such that the answers scored below t are right (EM) less than half the time;
-    None when no answers are below the smallest such t (even the least sure are right half the time)."""
+def half_right_threshold(scores: Sequence[float], ems: Sequence[float], right_share: float = 0.5) -> float | None:
+    """The largest t on a 0.05 grid such that the answers scored below t are right (EM) less than
+    `right_share` of the time (0.5: less than half); None when no answers are below the smallest such t."""
     best = None
     for t in THRESHOLD_GRID:
         below = [em for s, em in zip(scores, ems) if s < t or (t == 1.0 and s <= t)]
-        if below and sum(below) / len(below) < 0.5:
+        if below and sum(below) / len(below) < right_share:
             best = t
     return best
 
@@ -296,16 +296,21 @@ def run_squad(reader, items: Sequence[SquadItem], progress: bool = True) -> dict
 # --- open-domain mode -----------------------------------------------------------------------
 
 
-def run_qa(pipeline, examples, k: int, batch: int = 8, progress: bool = True) -> dict:
+def run_qa(pipeline, examples, k: int, batch: int = 8, progress: bool = True, hits: list[list[Hit]] | None = None) -> dict:
+    """`hits`: the passages already retrieved for each example (cached_hits); else the pipeline retrieves them."""
     records, seconds = [], 0.0
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
         questions = [ex.question for ex in chunk]
         t0 = time.perf_counter()
-        hits = pipeline.retriever.retrieve(questions, k)
-        answers = pipeline.reader.read(questions, hits)
+        if hits is None:
+            done = pipeline.answer(questions, k)
+            chunk_hits, answers = [list(d.hits) for d in done], [d.answer for d in done]
+        else:
+            chunk_hits = hits[start : start + batch]
+            answers = pipeline.reader.read(questions, chunk_hits)
         seconds += time.perf_counter() - t0
-        for ex, question_hits, answer in zip(chunk, hits, answers):
+        for ex, question_hits, answer in zip(chunk, chunk_hits, answers):
             records.append(qa_record(ex, question_hits, answer))
         if progress:
             print(f"  {len(records)}/{len(examples)} questions read", file=sys.stderr, flush=True)
@@ -333,6 +338,25 @@ def qa_record(ex, hits: Sequence[Hit], answer: Answer) -> dict:
             "answer_rank": source.rank if source else None, "answer_passage": source.passage.id if source else None, "span": list(span) if span else None,
             "any_has_answer": any(has_answer(h.passage.text, answers) for h in hits), "top1_has_answer": top1,
             "top1_possibly_accidental": top1 and possibly_accidental(top.text, answers)}
+
+
+def cached_hits(pipeline, questions: list[str], k: int, path: Path, progress: bool = True) -> list[list[Hit]]:
+    """The pipeline's hits for `questions`, retrieved once: ids and scores are kept in `path`, and a
+    rerun with the same questions, index and k reads the passages back from the index's store, so that
+    several readers (or reader settings) read exactly the same passages."""
+    store = pipeline.index.store
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved["questions"] == questions and Path(saved["index"]).resolve() == Path(pipeline.index.path).resolve() and saved["k"] == k:
+            return [[Hit(store.get(h["id"]), h["score"], h["rank"], h.get("rerank_score")) for h in row] for row in saved["hits"]]
+    hits = []
+    for start in range(0, len(questions), 16):
+        hits += pipeline.retriever.retrieve(questions[start : start + 16], k)
+        if progress:
+            print(f"  retrieved {len(hits)}/{len(questions)}", file=sys.stderr, flush=True)
+    rows = [[{"id": h.passage.id, "score": h.score, "rank": h.rank, "rerank_score": h.rerank_score} for h in row] for row in hits]
+    write_json(path, {"index": str(Path(pipeline.index.path).resolve()), "k": k, "questions": questions, "hits": rows})
+    return hits
 
 
 # --- shared ---------------------------------------------------------------------------------
@@ -372,6 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--limit", type=int, default=300, help="first N questions of each set (0: all)")
     ap.add_argument("-k", type=int, default=10, help="passages read per question (--qa)")
     ap.add_argument("--rerank", type=int, default=None, help="--qa: passages re-ranked per question, as `rag ask --rerank` (default: the pipeline's; 0: none)")
+    ap.add_argument("--hits-cache", default=None, help="--qa: a JSON file keeping the passages retrieved, so that another reader reads the same ones (written on the first run)")
     ap.add_argument("--json", default="eval/out/bench_misses.json")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
@@ -387,7 +412,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["squad"] = {"file": args.squad, **{k: v for k, v in summary.items() if k != "table"}}
     if args.qa:
         from rag.paths import default_index
-        from rag.pipeline import load_pipeline
+        from rag.pipeline import PipelineConfig, load_pipeline
         from rag.qa_data import load_qa
 
         index = args.index or str(default_index())
@@ -395,8 +420,10 @@ def main(argv: list[str] | None = None) -> dict:
         from rag.rerank import RerankConfig
 
         rerank = RERANK_DEFAULT if args.rerank is None else (RerankConfig(depth=args.rerank) if args.rerank else None)
-        pipeline = load_pipeline(index, args.reader, k=args.k, rerank=rerank)
-        summary = run_qa(pipeline, load_qa(args.qa, limit=args.limit or None), args.k, progress=not args.quiet)
+        pipeline = load_pipeline(PipelineConfig(index, args.reader, args.k, rerank=rerank))
+        examples = load_qa(args.qa, limit=args.limit or None)
+        hits = cached_hits(pipeline, [ex.question for ex in examples], args.k, Path(args.hits_cache), not args.quiet) if args.hits_cache else None
+        summary = run_qa(pipeline, examples, args.k, progress=not args.quiet, hits=hits)
         print_report(f"open domain, default pipeline over {index}, k={args.k} ({args.qa})", summary)
         results["qa"] = {"file": args.qa, "index": index, "k": args.k, "rerank_depth": rerank.depth if rerank else 0, **{k: v for k, v in summary.items() if k != "table"}}
     print(f"\nnumbers: {write_json(args.json, results)}")

@@ -28,7 +28,7 @@ from rag.evaluate import evaluate_qa, evaluate_reader  # noqa: E402
 from rag.index_folder import open_index  # noqa: E402
 from rag.metrics import normalize_answer  # noqa: E402
 from rag.paths import default_index, shared_data  # noqa: E402
-from rag.pipeline import Pipeline  # noqa: E402
+from rag.pipeline import LoadedParts, PipelineConfig, load_pipeline  # noqa: E402
 from rag.readers import ReaderOptions, load_reader  # noqa: E402
 from rag.qa_data import load_qa  # noqa: E402
 from rag.report import format_table, percent, write_json  # noqa: E402
@@ -74,12 +74,13 @@ def open_domain_table(retriever, args) -> list[dict]:
     if args.weak_reader:
         readers["weak supervision only"] = load_reader(args.weak_reader)
     readers[f"shipped ({args.reader})"] = load_reader(args.reader)
-    rows, table = [], []
+    rows, table, parts = [], [], LoadedParts()  # one index and query encoder for every reader
     for set_name, path in QA_SETS.items():
         examples = load_qa(str(path), limit=args.qa_limit or None)
         for reader_name, reader in readers.items():
             for k in READ_KS:
-                report = evaluate_qa(Pipeline(retriever, reader, k), examples, (k,), progress=False, name=reader_name)
+                pipeline = load_pipeline(PipelineConfig(args.index, k=k, rerank=None), parts, reader=reader)
+                report = evaluate_qa(pipeline, examples, (k,), progress=False, name=reader_name)
                 top_k = report.retrieval.accuracy((k,))[k]
                 qps = len(examples) / (report.retrieval.seconds + report.reader_seconds)
                 rows.append({"set": set_name, "questions": len(examples), "reader": reader_name, "k": k, "exact_match": report.exact_match,

@@ -88,7 +88,7 @@ def bm25s_vs_rank_bm25(index, bm25: BM25Index, questions: list[str], k: int = 10
 def retrievers(args, index) -> tuple[dict, dict]:
     """(retrievers over every question, reranked retrievers over the first --rerank-limit), by row name."""
     from rag.checkpoint import load_query_encoder
-    from rag.pipeline import load_pipeline
+    from rag.pipeline import PipelineConfig, load_pipeline
 
     bm25 = BM25Retriever(index, bm25_for_index(index))
     base = DenseRetriever(index, index.load_encoder(EncoderConfig(spec=DEFAULT_ENCODER)))
@@ -97,7 +97,7 @@ def retrievers(args, index) -> tuple[dict, dict]:
     if args.joint:
         rows["+ joint training"] = DenseRetriever(index, load_query_encoder(args.joint, index))
     rows["hybrid"] = HybridRetriever(trained, bm25, HybridConfig())
-    default = load_pipeline(str(index.path), k=10).retriever  # what the commands and the demo retrieve with, no flags
+    default = load_pipeline(PipelineConfig(str(index.path))).retriever  # what the commands and the demo retrieve with, no flags
     reranked = {}
     if isinstance(default, RerankingRetriever):  # re-ranking is part of the default: one row, not two runs of the same thing
         reranked["+ reranking = default pipeline"] = default

@@ -1,9 +1,9 @@
 """The Gradio demo: type a question, see the answer and the passages it was read from.
 
-Everything it shows comes from the library: the index, the reader and its query encoder from
-`rag.pipeline.load_pipeline`, the BM25 and hybrid retrievers from `rag.retrieve.load_retriever`, and
-each question goes retrieve -> read through a `Pipeline` (its two stages called in turn, so the page
-can show the passages the reader read). The app itself checks each request (the question, k and the
+Everything it shows comes from the library: every retriever, re-ranker and reader is loaded by
+`rag.pipeline.load_pipeline` (one `LoadedParts`, so each model is in memory once), and each question
+goes retrieve -> read through `rag.pipeline.answer_questions`, what `Pipeline.answer` calls, which
+also returns the passages the reader read for the page to show. The app itself checks each request (the question, k and the
 choices, as `rag ask` does), renders results as HTML, and queues requests so that one question runs
 at a time (the models share the CPU), refusing those beyond a bounded queue at once.
 
@@ -15,11 +15,10 @@ import html
 import os
 import reprlib
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rag.paths import default_index
-from rag.pipeline import Pipeline, check_question
+from rag.pipeline import LoadedParts, Pipeline, PipelineConfig, answer_questions, check_question, load_pipeline
 from rag.readers import reranker_source
 from rag.rerank import RerankConfig
 from rag.retrieve import RETRIEVERS
@@ -38,7 +37,7 @@ EXAMPLES = (
 @dataclass(frozen=True)
 class DemoConfig:
     index: str = field(default_factory=lambda: str(default_index()))
-    reader: str = "default"  # anything rag.pipeline.load_reader takes: "default", a checkpoint path, a hub id
+    reader: str = "default"  # anything rag.readers.load_reader takes: "default", a checkpoint path, a hub id
     generators: bool = True  # also offer RAG-Sequence and RAG-Token with the shipped generator (models/generator), when it is there
     retrievers: tuple[str, ...] = RETRIEVERS  # loaded at start; the page offers these
     k: int = 5  # passages per question, the slider's start value
@@ -62,7 +61,7 @@ class DemoModels:
     """What the demo loaded at start: one Pipeline per retriever kind, or why nothing could be loaded."""
 
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
-    readers: dict[str, object] = field(default_factory=dict)  # label -> rag.pipeline.Reader; the first is the pipelines' own
+    readers: dict[str, object] = field(default_factory=dict)  # label -> rag.readers.Reader; the first is the pipelines' own
     rerankers: dict[str, object] = field(default_factory=dict)  # retriever kind -> that retriever re-ranked (rag.rerank.RerankingRetriever)
     about: str = ""  # which index and reader, shown under the title
     problem: str | None = None  # e.g. no index yet: shown on the page instead of a crash
@@ -102,8 +101,6 @@ def load_models(config: DemoConfig) -> DemoModels:
     from pathlib import Path
 
     from rag.index_folder import Manifest
-    from rag.pipeline import load_pipeline
-    from rag.retrieve import HybridRetriever, load_retriever
 
     try:
         Manifest.read(Path(config.index))
@@ -114,26 +111,21 @@ def load_models(config: DemoConfig) -> DemoModels:
     unknown = [kind for kind in config.retrievers if kind not in RETRIEVERS]
     if unknown or not config.retrievers:
         raise RagError(f"unknown retriever {', '.join(unknown) or '(none)'}; valid: {', '.join(RETRIEVERS)}")
-    # load_pipeline picks the reader and the query encoder that goes with it (a `rag train`
-    # checkpoint brings a fine-tuned one); the other retrievers share that encoder and reader.
-    dense = load_pipeline(config.index, config.reader, config.k, "dense", config.device, rerank=None)  # re-ranked below, one reranker for every retriever
-    index = dense.retriever.index
-    retrievers = {"dense": dense.retriever}
-    if {"bm25", "hybrid"} & set(config.retrievers):
-        retrievers["bm25"] = load_retriever(index, "bm25")  # loaded once: hybrid fuses these same two retrievers
-        retrievers["hybrid"] = HybridRetriever(dense.retriever, retrievers["bm25"])
-    pipelines = {kind: Pipeline(retrievers[kind], dense.reader, config.k) for kind in config.retrievers}
+    # Every part comes from load_pipeline; one LoadedParts keeps each model and index in memory once, shared by
+    # the retrievers (the hybrid fuses the same dense and BM25 retrievers), the re-ranked ones and the readers.
+    parts = LoadedParts()
+    base = PipelineConfig(config.index, config.reader, config.k, config.retrievers[0], device=config.device, rerank=None)
+    pipelines = {kind: load_pipeline(replace(base, retriever=kind), parts) for kind in config.retrievers}
+    first = next(iter(pipelines.values()))
+    index = first.index
     rerankers, note = {}, ""
     if config.rerank and reranker_source(config.reranker) is None:  # models/reranker missing: the page works without it, no re-rank box
         note = f" Re-ranking is off: `{config.reranker}` (models/reranker) is not installed."
     elif config.rerank:
-        from rag.readers import load_reranker
-        from rag.rerank import load_reranking
-
         rerank = RerankConfig(depth=config.rerank, reranker=config.reranker, device=config.device)
-        reranker = load_reranker(rerank, dense.reader)  # one cross-encoder for every retriever
-        rerankers = {kind: load_reranking(retrievers[kind], rerank, reranker) for kind in config.retrievers}
-    readers = {SPAN_READER if config.reader == "default" else config.reader: dense.reader, **(_shipped_generators(config) if config.generators else {})}
+        rerankers = {kind: load_pipeline(replace(base, retriever=kind, rerank=rerank), parts).retriever for kind in config.retrievers}
+    dense = first
+    readers = {SPAN_READER if config.reader == "default" else config.reader: dense.reader, **(_shipped_generators(base, parts) if config.generators else {})}
     about = f"Index `{config.index}`: {index.manifest.passages:,} passages, encoder `{index.manifest.encoder}`. Readers: {', '.join(f'`{r}`' for r in readers)}.{note}"
     if getattr(dense.reader, "trained", True) is False:
         about += " The reader is **untrained**: its answers are random spans, not predictions (train one with `rag train reader`)."
@@ -143,18 +135,14 @@ def load_models(config: DemoConfig) -> DemoModels:
 SPAN_READER = "span reader"
 
 
-def _shipped_generators(config: DemoConfig) -> dict:
+def _shipped_generators(base: PipelineConfig, parts: LoadedParts) -> dict:
     """RAG-Sequence and RAG-Token over the shipped generator, one model in memory for both; none when it is not installed."""
-    from dataclasses import replace
-
-    from rag.generate import RagGenerator, load_generator
     from rag.paths import SHIPPED_GENERATOR, shipped_model
 
     folder = shipped_model(SHIPPED_GENERATOR)
     if folder is None:
         return {}
-    sequence = load_generator(folder, device=config.device, variant="sequence")
-    return {"RAG-Sequence": sequence, "RAG-Token": RagGenerator.from_model(replace(sequence.config, variant="token"), sequence.tokenizer, sequence.model)}
+    return {label: load_pipeline(replace(base, reader=spec, generator=str(folder)), parts).reader for label, spec in (("RAG-Sequence", "rag-sequence"), ("RAG-Token", "rag-token"))}
 
 
 # --- checking requests -----------------------------------------------------------------------
@@ -218,11 +206,8 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
             raise RagError("Re-ranking is off in this demo (started with --rerank 0, or models/reranker is not installed).")
         pipeline = models.pipelines[kind]
         retriever = models.rerankers[kind] if rerank else pipeline.retriever
-        start = time.perf_counter()
-        hits = retriever.retrieve([checked.text], int(k))[0]
-        retrieved = time.perf_counter()
-        answer = models.readers[reader].read([checked.text], [hits])[0] if hits else None
-        seconds = time.perf_counter() - start
+        done = answer_questions(retriever, models.readers[reader], [checked.text], int(k))[0]  # what Pipeline.answer does
+        hits, answer = list(done.hits), done.answer if done.hits else None
         sources = _source_ranks(pipeline.retriever, checked.text, hits) if kind == "hybrid" else {}
     except RagError as e:
         return DemoResult(question or "", error=str(e))
@@ -232,7 +217,7 @@ def ask(models: DemoModels, question: str | None, kind: str, k: int, reader: str
         traceback.print_exc(file=sys.stderr)
         return DemoResult(question or "", error=f"Something went wrong answering this question ({type(e).__name__}). The server log has the details.")
     notes = checked.notes + (() if hits else ("The index returned no passages.",))
-    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=seconds, retrieve_seconds=retrieved - start, retriever=kind,
+    return DemoResult(checked.text, answer, tuple(hits), notes, seconds=done.retrieve_seconds + done.read_seconds, retrieve_seconds=done.retrieve_seconds, retriever=kind,
                       reranked_from=retriever.depth if rerank else 0, reader=reader, source_ranks=sources, not_sure_below=getattr(models.readers[reader], "not_sure_below", 0.0))
 
 

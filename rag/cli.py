@@ -28,6 +28,18 @@ def ks_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of 1 or more like 1,5,20,100, not {text!r}") from None
 
 
+class _OldSpelling(argparse.Action):
+    """An option's old spelling, kept hidden for one release: it sets the new option and says so once."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"rag: note: {option_string} is deprecated and goes in the next release; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
 def _add_corpus_args(p: argparse.ArgumentParser, required: bool) -> None:
     from rag.corpus import FORMATS
 
@@ -61,10 +73,14 @@ def _add_reader_args(p: argparse.ArgumentParser) -> None:
 
 def _add_eval_args(p: argparse.ArgumentParser) -> None:
     """Arguments every `rag eval` subcommand takes."""
-    p.add_argument("--qa", required=True, help="question/answer file: NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv, TriviaQA/SQuAD .json, HF dataset")
-    p.add_argument("--qa-format", default="auto", choices=("auto",) + QA_FORMATS, help="default: from the file name")
+    p.add_argument("--questions", default=None, metavar="FILE", help="question/answer file: NQ-open .jsonl, WebQuestions .json, DPR .csv/.tsv, TriviaQA/SQuAD .json, HF dataset (required)")
+    p.add_argument("--questions-format", default="auto", choices=("auto",) + QA_FORMATS, help="default: from the file name")
     p.add_argument("--index", default=DEFAULT_INDEX)
-    p.add_argument("--k", type=ks_list, default="1,5,20,100", help="comma-separated k for top-k accuracy (default: %(default)s)")
+    p.add_argument("--k-list", type=ks_list, default="1,5,20,100", metavar="K,K,...", help="comma-separated k for top-k accuracy (default: %(default)s)")
+    # the spellings before the CLI used one name per concept (--questions everywhere, -k an int, --k-list the cut-offs)
+    p.add_argument("--qa", dest="questions", action=_OldSpelling, new="--questions")
+    p.add_argument("--qa-format", dest="questions_format", action=_OldSpelling, new="--questions-format", choices=("auto",) + QA_FORMATS)
+    p.add_argument("--k", dest="k_list", action=_OldSpelling, new="--k-list", type=ks_list)
     p.add_argument("--limit", type=int, default=None, help="only the first N questions")
     p.add_argument("--batch-size", type=int, default=256, help="questions per retrieve call")
     p.add_argument("--match", default="string", choices=("string", "regex"), help="answer matching: DPR's token rule, or regex answers (CuratedTREC)")
@@ -211,7 +227,8 @@ def _add_eval_parsers(sub) -> None:
     eq = ev.add_parser("qa", help="exact match and F1 of retrieve -> read, next to top-k retrieval accuracy")
     _add_eval_args(eq)
     _add_reader_args(eq)
-    eq.add_argument("--read-k", type=positive_int, default=10, help="passages the reader reads per question (default: %(default)s)")
+    eq.add_argument("-k", type=positive_int, default=10, help="passages the reader reads per question (default: %(default)s)")
+    eq.add_argument("--read-k", dest="k", action=_OldSpelling, new="-k", type=positive_int)
     eq.set_defaults(func=commands.cmd_eval_qa, batch_size=32)
 
     rr = ev.add_parser("reader", help="reading comprehension with the gold paragraph: SQuAD EM/F1 of the reader alone")

@@ -171,12 +171,12 @@ def cmd_eval_retrieval(args) -> None:
     from rag.qa_data import load_qa
     from rag.retrieve import RETRIEVERS, load_retriever
 
-    ks = args.k
+    ks = args.k_list
     kinds = [k.strip() for k in args.retrievers.split(",") if k.strip()]
     bad = [k for k in kinds if k not in RETRIEVERS]
     if bad or not kinds:
         raise RagError(f"--retrievers: unknown {', '.join(bad) or '(none given)'}; valid: {', '.join(RETRIEVERS)}")
-    examples = load_qa(args.qa, args.qa_format, args.limit)
+    examples = load_qa(_questions_file(args), args.questions_format, args.limit)
     index = open_index(args.index)
     encoder = index.load_encoder() if {"dense", "hybrid"} & set(kinds) else None
     retrievers = {kind: load_retriever(index, kind, encoder, _hybrid_config(args)) for kind in kinds}
@@ -194,6 +194,12 @@ def cmd_eval_retrieval(args) -> None:
     _write_eval(report, args, "retrieval")
 
 
+def _questions_file(args) -> str:
+    if not args.questions:
+        raise RagError(f"rag eval {args.eval_command}: give the question/answer file with --questions FILE")
+    return args.questions
+
+
 def _seconds_per_question(retriever, examples, k: int) -> float:
     started = time.perf_counter()
     retriever.retrieve([ex.question for ex in examples], k)
@@ -205,21 +211,22 @@ def cmd_eval_qa(args) -> None:
     from rag.pipeline import load_pipeline
     from rag.qa_data import load_qa
 
-    pipeline = load_pipeline(args.index, args.reader, args.read_k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
-    examples = load_qa(args.qa, args.qa_format, args.limit)
-    report = evaluate_qa(pipeline, examples, args.k, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
-    configuration = _eval_configuration(args, pipeline.index, retrievers=[args.retriever], reader=args.reader, read_k=args.read_k, precision=args.precision)
+    questions = _questions_file(args)  # before any model loads
+    pipeline = load_pipeline(_pipeline_config(args, args.k))
+    examples = load_qa(questions, args.questions_format, args.limit)
+    report = evaluate_qa(pipeline, examples, args.k_list, batch_size=args.batch_size, mode=args.match, name=f"{args.retriever} + {args.reader}")
+    configuration = _eval_configuration(args, pipeline.index, retrievers=[args.retriever], reader=args.reader, read_k=args.k, precision=args.precision)
     _write_eval(replace(report, configuration=configuration, ceiling=_ceiling(pipeline.index, examples)), args, "qa")
 
 
 def _write_eval(report, args, command: str) -> None:
     """The table on stdout; per-question JSON (with the whole configuration) and the plot (PNG and SVG) beside each other."""
     print(report.table())
-    out = _eval_out(args.out, command, args.qa)
+    out = _eval_out(args.out, command, args.questions)
     print(f"per-question results: {report.write_json(out.with_name(out.name + '.json'))}")
     shown = {k: ", ".join(v) if isinstance(v, list) else v for k, v in report.configuration.items() if k in ("retrievers", "fusion", "reader", "read_k") and v is not None}
     legend = " · ".join(f"{k} {v}" for k, v in shown.items())
-    plot = report.write_plot(out.with_name(out.name + ".png"), title=f"{Path(args.qa).name} on {Path(args.index).name}\n{legend}")
+    plot = report.write_plot(out.with_name(out.name + ".png"), title=f"{Path(args.questions).name} on {Path(args.index).name}\n{legend}")
     print(f"plot: {plot} (and {plot.with_suffix('.svg').name})")
 
 
@@ -229,12 +236,12 @@ def _eval_configuration(args, index, **extra) -> dict:
 
     hybrid = "hybrid" in extra.get("retrievers", [])
     return {
-        "qa": str(Path(args.qa).resolve()) if Path(args.qa).exists() else args.qa, "qa_format": args.qa_format, "limit": args.limit,
+        "qa": str(Path(args.questions).resolve()) if Path(args.questions).exists() else args.questions, "qa_format": args.questions_format, "limit": args.limit,
         "index": str(Path(args.index).resolve()), "passages": index.manifest.passages, "encoder": index.manifest.encoder,
         "passage_precision": index.manifest.precision, "index_kind": index.manifest.index.get("kind"),
         "fusion": args.fusion if hybrid else None, "dense_weight": args.dense_weight if hybrid else None,
         "reranker": f"{args.reranker}, top {args.rerank}" + ("" if args.rerank_weight is None else f", weight {args.rerank_weight}") if args.rerank else None,
-        "ks": list(args.k), "match": args.match, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rag_version": __version__, **extra,
+        "ks": list(args.k_list), "match": args.match, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rag_version": __version__, **extra,
     }
 
 
@@ -270,53 +277,39 @@ def cmd_ask(args) -> None:
 
     questions = [question for _, question in _asked(args, "ask")]
     started = time.perf_counter()
-    pipeline = load_pipeline(args.index, args.reader, args.k, args.retriever, args.device, args.generator, _hybrid_config(args), args.precision, _rerank_config(args))
+    pipeline = load_pipeline(_pipeline_config(args, args.k))
     loaded = time.perf_counter()
+    for note in pipeline.notes:
+        print(f"rag: note: {note}", file=sys.stderr)
     untrained = getattr(pipeline.reader, "trained", True) is False
     threshold = getattr(pipeline.reader, "not_sure_below", 0.0) if args.not_sure_below is None else args.not_sure_below
     if args.questions is not None or args.json:  # data: one JSON object a question (JSONL), models loaded once
         for start in range(0, len(questions), 16):
-            for answer in pipeline.answer(questions[start : start + 16]):
-                print(json.dumps({**answer.to_json(), "sure": answer.is_sure(threshold), "not_sure_below": threshold, "untrained_reader": untrained}, ensure_ascii=False), flush=True)
+            for done in pipeline.answer(questions[start : start + 16]):
+                print(json.dumps({**done.answer.to_json(), "sure": done.answer.is_sure(threshold), "not_sure_below": threshold, "untrained_reader": untrained}, ensure_ascii=False), flush=True)
         return
-    hits = pipeline.retriever.retrieve(questions, args.k)
-    retrieved = time.perf_counter()
-    answer = pipeline.reader.read(questions, hits)[0]
+    done = pipeline.answer(questions)[0]
     if args.timings:  # model loading is once per process; retrieve + read is what each question costs
-        print(f"timings: load {1000 * (loaded - started):.0f} ms (once), retrieve {1000 * (retrieved - loaded):.0f} ms, "
-              f"read {1000 * (time.perf_counter() - retrieved):.0f} ms ({len(hits[0])} passages)", file=sys.stderr)
+        print(f"timings: load {1000 * (loaded - started):.0f} ms (once), retrieve {1000 * done.retrieve_seconds:.0f} ms, "
+              f"read {1000 * done.read_seconds:.0f} ms ({len(done.hits)} passages)", file=sys.stderr)
     if untrained:
         print("note: this reader is UNTRAINED (a random span head): its answer is a random span, not a prediction")
-    print_answer(answer, hits[0], args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width, threshold)
+    print_answer(done.answer, list(done.hits), args.retriever, pipeline.retriever, args.reranker, args.k, len(pipeline.index.store), args.width, threshold)
+
+
+def _pipeline_config(args, k: int):
+    from rag.pipeline import PipelineConfig
+
+    return PipelineConfig(args.index, args.reader, k, args.retriever, _hybrid_config(args), _rerank_config(args), args.generator, args.device, args.precision)
 
 
 def _asked(args, command: str) -> list[tuple[str, str]]:
     """(id, question) pairs: the one QUESTION (id "1"), or every question of --questions FILE."""
     if (args.question is None) == (args.questions is None):
         raise RagError(f"rag {command}: give one QUESTION, or --questions FILE (a QA file rag eval reads, or one question a line)")
-    return [("1", _checked(args.question))] if args.question is not None else _question_file(args.questions, args.limit)
+    from rag.qa_data import read_questions
 
-
-def _question_file(path: str, limit: int | None) -> list[tuple[str, str]]:
-    """(id, question) pairs from a QA file (any format rag eval reads, its own ids) or a plain text
-    file, one question a line (line numbers as ids)."""
-    from rag.qa_data import load_qa
-
-    if path.endswith(".txt") or path == "-":
-        lines = sys.stdin.read().splitlines() if path == "-" else _read_lines(path)
-        pairs = [(str(n), line.strip()) for n, line in enumerate(lines, 1) if line.strip()][: limit or None]
-    else:
-        pairs = [(ex.id, ex.question) for ex in load_qa(path, limit=limit)]
-    if not pairs:
-        raise RagError(f"{path}: no questions")
-    return [(qid, _checked(q)) for qid, q in pairs]
-
-
-def _read_lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise RagError(f"{path}: cannot read questions ({e})") from e
+    return [("1", _checked(args.question))] if args.question is not None else [(qid, _checked(q)) for qid, q in read_questions(args.questions, args.limit)]
 
 
 def cmd_train(args) -> None:
@@ -370,7 +363,7 @@ def cmd_train_reranker(args) -> None:
         save_every=args.save_every, max_length=args.max_length, precision=args.precision, seed=args.seed, device=args.device,
     ))
     print(f"reranker: {folder}")
-    print(f"use it: rag eval retrieval --qa QA_FILE --index {args.index} --reranker {folder}")
+    print(f"use it: rag eval retrieval --questions QA_FILE --index {args.index} --reranker {folder}")
 
 
 def cmd_train_retriever(args) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -113,8 +113,8 @@ def evaluate_retrieval(
     return RetrievalReport(tuple(examples), ks, runs, mode)
 
 
-def _run(name: str, retriever: Retriever, examples: Sequence[QAExample], k: int, batch_size: int, mode: str, progress: bool, read=None):
-    """Retrieve for all questions in batches; `read(batch, hits)` (the QA reader) sees each batch's hits."""
+def _run(name: str, retriever: Retriever, examples: Sequence[QAExample], k: int, batch_size: int, mode: str, progress: bool, fetch=None):
+    """Retrieve for all questions in batches; `fetch(questions, k)`, when given, returns each batch's (hits, answers) instead."""
     from tqdm import tqdm
 
     first_hits: list[int | None] = []
@@ -125,14 +125,13 @@ def _run(name: str, retriever: Retriever, examples: Sequence[QAExample], k: int,
         for start in range(0, len(examples), batch_size):
             batch = list(examples[start : start + batch_size])
             t0 = time.perf_counter()
-            hits: list[list[Hit]] = retriever.retrieve([ex.question for ex in batch], k)
+            hits, read = fetch([ex.question for ex in batch], k) if fetch else (retriever.retrieve([ex.question for ex in batch], k), [])
             seconds += time.perf_counter() - t0
             if len(hits) != len(batch):
                 raise RagError(f"retriever {name!r} returned {len(hits)} hit lists for {len(batch)} questions")
             first_hits += [first_hit_rank(h, ex.answers, mode) for h, ex in zip(hits, batch)]
             top_ids += [tuple(hit.passage.id for hit in h[:TOP_IDS_SAVED]) for h in hits]
-            if read is not None:
-                answers += read(batch, hits)
+            answers += read
             bar.update(len(batch))
     return RetrieverRun(name, tuple(first_hits), tuple(top_ids), seconds), answers
 
@@ -212,24 +211,19 @@ class QAReport(_MeanScores):
 
 
 def evaluate_qa(pipeline, examples: Sequence[QAExample], ks: Sequence[int], batch_size: int = 64, mode: str = "string", progress: bool = True, name: str = "pipeline") -> QAReport:
-    """A rag.pipeline.Pipeline over every question: retriever and reader called separately, batched.
-
-    The retriever fetches max(max(ks), pipeline.k) passages (for top-k accuracy); the reader reads
-    the first pipeline.k of them, as `pipeline.answer` would.
-    """
+    """A rag.pipeline.Pipeline over every question, batched, through Pipeline.answer: it retrieves
+    max(max(ks), pipeline.k) passages (for top-k accuracy) and reads the first pipeline.k of them."""
     ks = tuple(sorted(set(ks)))
     reader_seconds = 0.0
 
-    def read(batch: list[QAExample], hits: list[list[Hit]]) -> list[Answer]:
+    def fetch(questions: list[str], depth: int):
         nonlocal reader_seconds
-        t0 = time.perf_counter()
-        answers = pipeline.reader.read([ex.question for ex in batch], [h[: pipeline.k] for h in hits])
-        reader_seconds += time.perf_counter() - t0
-        if len(answers) != len(batch):
-            raise RagError(f"the reader returned {len(answers)} answers for {len(batch)} questions")
-        return answers
+        done = pipeline.answer(questions, depth=depth)
+        reader_seconds += sum(d.read_seconds for d in done)
+        return [list(d.hits) for d in done], [d.answer for d in done]
 
-    run, predictions = _run(name, pipeline.retriever, examples, max(max(ks), pipeline.k), batch_size, mode, progress, read)
+    run, predictions = _run(name, pipeline.retriever, examples, max(max(ks), pipeline.k), batch_size, mode, progress, fetch)
+    run = replace(run, seconds=run.seconds - reader_seconds)  # the run's seconds are retrieval's, as in evaluate_retrieval
     em = tuple(exact_match(p.text, ex.answers) for p, ex in zip(predictions, examples))
     f1s = tuple(f1(p.text, ex.answers) for p, ex in zip(predictions, examples))
     return QAReport(tuple(examples), ks, run, tuple(predictions), em, f1s, reader_seconds)

@@ -51,6 +51,22 @@ def load_qa(path: str | Path, fmt: str = "auto", limit: int | None = None) -> li
     return examples
 
 
+def read_questions(path: str, limit: int | None = None) -> list[tuple[str, str]]:
+    """(id, question) pairs of a question file: a QA file (any format load_qa reads, its own ids) or a
+    plain text file, one question a line (line numbers as ids; "-" reads standard input)."""
+    if path.endswith(".txt") or path == "-":
+        try:
+            lines = sys.stdin.read().splitlines() if path == "-" else Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RagError(f"{path}: cannot read questions ({e})") from e
+        pairs = [(str(n), line.strip()) for n, line in enumerate(lines, 1) if line.strip()][: limit or None]
+    else:
+        pairs = [(ex.id, ex.question) for ex in load_qa(path, limit=limit)]
+    if not pairs:
+        raise RagError(f"{path}: no questions")
+    return pairs
+
+
 def detect_qa_format(source: str) -> str:
     if source.startswith("hf:") or Path(source).is_dir():
         return "hf"

@@ -87,9 +87,9 @@ def test_span_reader_answers_the_same_with_and_without_transformers(small_index)
 
 
 def test_ask_load_path_imports_neither_transformers_nor_sentence_transformers(small_index):
-    code = ("import sys, rag.cli\nfrom rag.pipeline import load_pipeline\n"
-            f"p = load_pipeline({str(small_index.path)!r})\n"
-            "print(p.answer(['who wrote don quixote'])[0].text)\n"
+    code = ("import sys, rag.cli\nfrom rag.pipeline import PipelineConfig, load_pipeline\n"
+            f"p = load_pipeline(PipelineConfig({str(small_index.path)!r}))\n"
+            "print(p.answer(['who wrote don quixote'])[0].answer.text)\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'transformers', 'sentence_transformers', 'sklearn'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

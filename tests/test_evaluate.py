@@ -109,7 +109,7 @@ def test_cli_eval_retrieval(small_index_copy, tmp_path, capsys):
     qa = tmp_path / "known.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": list(a)}) + "\n" for q, _, a in KNOWN))
     out = tmp_path / "results" / "known"
-    argv = ["eval", "retrieval", "--qa", str(qa), "--index", str(small_index_copy.path), "--retrievers", "dense,bm25,hybrid", "--k", "1,5", "--out", str(out)]
+    argv = ["eval", "retrieval", "--questions", str(qa), "--index", str(small_index_copy.path), "--retrievers", "dense,bm25,hybrid", "--k-list", "1,5", "--out", str(out)]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     assert "top-1" in stdout and "hybrid" in stdout

@@ -462,7 +462,7 @@ def test_readme_import_commands_parse():
 def test_the_dpr_reproduction_recipe_runs_end_to_end_on_a_fixture_in_its_formats(tmp_path, encoder, default_passages, capsys):
     """README's "Reproduce DPR on Natural Questions", here on a wiki_dpr-schema parquet (vectors made by the
     default MiniLM, as DPR's are by its context encoder) and a DPR `*.qa.csv` question file: import, then
-    `rag eval retrieval --retrievers dense --rerank 0 --k ...`, the recipe's two commands, end to end."""
+    `rag eval retrieval --retrievers dense --rerank 0 --k-list ...`, the recipe's two commands, end to end."""
     passages = default_passages[:60]
     pq.write_table(wiki_dpr_table(passages, encoder.encode_passages(passages)), tmp_path / "train-00000-of-00001.parquet")
     with open(tmp_path / "nq-test.qa.csv", "w", newline="") as f:  # DPR's format: question<TAB>["answer", ...]
@@ -471,7 +471,7 @@ def test_the_dpr_reproduction_recipe_runs_end_to_end_on_a_fixture_in_its_formats
     out = tmp_path / "wiki-dpr-nq"
     status, _, err = cli(capsys, "--wiki-dpr", str(tmp_path / "train-00000-of-00001.parquet"), "--encoder", "default", "--out", str(out), "--no-bm25")
     assert status == 0, err
-    assert main(["--quiet", "eval", "retrieval", "--qa", str(tmp_path / "nq-test.qa.csv"), "--index", str(out), "--retrievers", "dense",
-                 "--rerank", "0", "--k", "1,5,20", "--out", str(tmp_path / "eval")]) == 0
+    assert main(["--quiet", "eval", "retrieval", "--questions", str(tmp_path / "nq-test.qa.csv"), "--index", str(out), "--retrievers", "dense",
+                 "--rerank", "0", "--k-list", "1,5,20", "--out", str(tmp_path / "eval")]) == 0
     row = next(line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("dense "))
     assert float(row[3]) >= 90.0  # top-20: each question names its passage's title; the vectors are the real MiniLM's

@@ -144,7 +144,7 @@ def six_configurations(sixty_built, tmp_path_factory):
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         mp.setattr(plt, "close", lambda fig=None: (figures.append(fig), close(fig)))  # the figure write_plot saved
-        assert main(["eval", "retrieval", "--qa", str(qa), "--index", str(index), "--k", "1,5,20", "--rerank", "20", "--out", str(folder / "out" / "retrieval")]) == 0
+        assert main(["eval", "retrieval", "--questions", str(qa), "--index", str(index), "--k-list", "1,5,20", "--rerank", "20", "--out", str(folder / "out" / "retrieval")]) == 0
     return out.getvalue(), err.getvalue(), figures
 
 

@@ -171,6 +171,18 @@ def test_duplicate_page_in_a_wiki_dump_is_named_by_page(tmp_path):
 # --- 2. k below 1 ------------------------------------------------------------------------------
 
 
+def test_old_eval_spellings_still_work_for_one_release_and_say_the_new_ones(capsys):
+    from rag.cli import build_parser
+
+    args = build_parser().parse_args(["eval", "qa", "--qa", "x.jsonl", "--qa-format", "nq-open", "--read-k", "3", "--k", "1,5"])
+    assert (args.questions, args.questions_format, args.k, args.k_list) == ("x.jsonl", "nq-open", 3, (1, 5))
+    err = capsys.readouterr().err
+    for old, new in (("--qa", "--questions"), ("--qa-format", "--questions-format"), ("--read-k", "-k"), ("--k", "--k-list")):
+        assert f"rag: note: {old} is deprecated and goes in the next release; use {new}" in err
+    code, out, err = run_cli(capsys, "eval", "qa", "--index", "x")
+    assert code == 2 and "give the question/answer file with --questions FILE" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "argv, option",
     [
@@ -179,9 +191,11 @@ def test_duplicate_page_in_a_wiki_dump_is_named_by_page(tmp_path):
         (["ask", "q", "--k", "-1"], "-k/--k"),
         (["ask", "q", "-k", "two"], "-k/--k"),
         (["demo", "-k", "0"], "-k"),
+        (["eval", "retrieval", "--questions", "x.jsonl", "--k-list", "1,-5"], "--k-list"),
+        (["eval", "qa", "--questions", "x.jsonl", "--k-list", "0"], "--k-list"),
+        (["eval", "qa", "--questions", "x.jsonl", "-k", "0"], "-k"),
+        (["eval", "qa", "--qa", "x.jsonl", "--read-k", "0"], "--read-k"),  # the old spellings are still checked
         (["eval", "retrieval", "--qa", "x.jsonl", "--k", "1,-5"], "--k"),
-        (["eval", "qa", "--qa", "x.jsonl", "--k", "0"], "--k"),
-        (["eval", "qa", "--qa", "x.jsonl", "--read-k", "0"], "--read-k"),
         (["train", "--questions", "x.jsonl", "--k", "-3"], "--k"),
     ],
 )

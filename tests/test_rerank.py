@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rag.cli import main
-from rag.pipeline import load_pipeline
+from rag.pipeline import PipelineConfig, load_pipeline
 from rag.readers import load_reader, load_reranker
 from rag.rerank import RerankConfig, RerankingRetriever, load_reranking
 from rag.retrieve import load_retriever
@@ -43,7 +43,7 @@ def test_hits_below_the_depth_keep_the_retrievers_order(small_index):
     reranked = RerankingRetriever(bm25, FixedLogits({base[2].passage.id: 1e6}), depth=3, retrieval_weight=1.0).retrieve(QUESTIONS[:1], 6)[0]
     assert [h.passage.id for h in reranked] == [base[i].passage.id for i in (2, 0, 1, 3, 4, 5)]
     assert [h.rank for h in reranked] == [1, 2, 3, 4, 5, 6]
-    assert RerankConfig().depth == 50 and load_pipeline.__defaults__[-1] == RerankConfig()  # the default pipeline re-ranks the top 50
+    assert RerankConfig().depth == 50 and PipelineConfig('x').rerank == RerankConfig()  # the default pipeline re-ranks the top 50
 
 
 def test_reader_weighting_keeps_answer_passages_on_top(small_index):
@@ -81,12 +81,12 @@ def test_rerank_is_refused_below_one_and_needs_a_span_reader(small_index, tmp_pa
 
 
 def test_pipeline_and_cli_rerank(small_index, tmp_path, capsys):
-    pipeline = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20, reranker="reader"))
+    pipeline = load_pipeline(PipelineConfig(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20, reranker="reader")))
     assert isinstance(pipeline.retriever, RerankingRetriever) and pipeline.retriever.reranker is pipeline.reader  # one reader in memory
-    shipped = load_pipeline(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20))  # default: models/reranker
+    shipped = load_pipeline(PipelineConfig(str(small_index.path), "default", k=5, rerank=RerankConfig(depth=20)))  # default: models/reranker
     assert Path(shipped.retriever.reranker.config.model).name == "reranker" and shipped.retriever.max_length == 128
-    assert shipped.answer(["who wrote dracula"])[0].text == "Bram Stoker"
-    assert pipeline.answer(["who wrote dracula"])[0].text == "Bram Stoker"
+    assert shipped.answer(["who wrote dracula"])[0].answer.text == "Bram Stoker"
+    assert pipeline.answer(["who wrote dracula"])[0].answer.text == "Bram Stoker"
     assert main(["search", "who wrote dracula", "--index", str(small_index.path), "--rerank", "20", "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)["hits"]
     assert [h["rank"] for h in hits] == [1, 2, 3] and "Bram Stoker" in hits[0]["text"]
@@ -96,10 +96,10 @@ def test_pipeline_and_cli_rerank(small_index, tmp_path, capsys):
 
 def test_pipeline_without_the_shipped_reranker_reads_unreranked_and_says_so(small_index, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("RAG_MODELS_DIR", str(tmp_path))  # models/reranker missing (and models/reader)
-    plain = load_pipeline(str(small_index.path), "default", k=3)
+    plain = load_pipeline(PipelineConfig(str(small_index.path), "default", k=3))
     assert not isinstance(plain.retriever, RerankingRetriever)
     assert f"no shipped reranker at {tmp_path / 'reranker'}" in capsys.readouterr().err
-    own_head = load_pipeline(str(small_index.path), "default", k=3, rerank=RerankConfig(reranker="reader"))  # asked for another: still re-ranks
+    own_head = load_pipeline(PipelineConfig(str(small_index.path), "default", k=3, rerank=RerankConfig(reranker="reader")))  # asked for another: still re-ranks
     assert isinstance(own_head.retriever, RerankingRetriever) and "no shipped reranker" not in capsys.readouterr().err
     assert main(["search", "who wrote dracula", "--index", str(small_index.path), "-k", "2"]) == 0  # rag search too
     assert "no shipped reranker" in capsys.readouterr().err
@@ -109,7 +109,7 @@ def test_eval_retrieval_shows_each_retriever_with_and_without_reranking(small_in
     qa = tmp_path / "qa.jsonl"
     qa.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in zip(QUESTIONS, ("Bram Stoker", "Picasso", "Paris"))))
     out = tmp_path / "r"
-    assert main(["eval", "retrieval", "--qa", str(qa), "--index", str(small_index.path), "--retrievers", "bm25", "--rerank", "10", "--k", "1,5", "--out", str(out)]) == 0
+    assert main(["eval", "retrieval", "--questions", str(qa), "--index", str(small_index.path), "--retrievers", "bm25", "--rerank", "10", "--k-list", "1,5", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["configuration"]["reranker"] == "rag-reranker, top 10"
     assert set(report["configuration"]["retrievers"]) == {"bm25", "bm25 + rerank 10"}

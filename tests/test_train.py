@@ -65,16 +65,18 @@ def test_joint_training_moves_the_query_encoder_toward_the_gold_passage_and_resu
 
 def test_refresh_trains_the_passage_encoder_and_writes_a_matching_index(tiny_index, tmp_path):
     from rag.index_folder import open_index
-    from rag.pipeline import load_pipeline
+    from rag.pipeline import PipelineConfig, load_pipeline
 
     out = tmp_path / "e2e"
     train(settings(tiny_index, out, epochs=1, refresh_every=1), [DUNE], progress=False)
     refreshed = open_index(out / "index")
     assert not np.allclose(passage_vectors(refreshed), passage_vectors(tiny_index), atol=1e-4)  # passages re-encoded by the trained tower
-    answer = load_pipeline(str(out / "index"), reader=str(out), k=4).answer([DUNE.question])[0]
+    pipeline = load_pipeline(PipelineConfig(str(out / "index"), reader=str(out), k=4))
+    answer = pipeline.answer([DUNE.question])[0].answer
+    assert "carries its own fine-tuned query encoder" in pipeline.notes[0]  # said, not swapped silently
     assert answer.evidence and answer.spans
     with pytest.raises(RagError, match="query encoder was trained for indexes built with"):
-        load_pipeline(str(tiny_index.path), reader=str(out), k=4)
+        load_pipeline(PipelineConfig(str(tiny_index.path), reader=str(out), k=4))
 
 
 def test_cli_ask_and_eval_qa_use_a_trained_checkpoint(tiny_index, tmp_path, capsys):
@@ -89,7 +91,7 @@ def test_cli_ask_and_eval_qa_use_a_trained_checkpoint(tiny_index, tmp_path, caps
     assert f">>{answer}<<" in printed  # the answer is a span of a printed passage, marked where it was read
     qa = tmp_path / "qa.jsonl"
     qa.write_text(json.dumps({"question": DUNE.question, "answer": list(DUNE.answers)}) + "\n" + json.dumps({"question": DON.question, "answer": list(DON.answers)}) + "\n")
-    assert main(["eval", "qa", "--qa", str(qa), "--index", str(tiny_index.path), "--reader", str(out), "--read-k", "3", "--k", "1,3", "--out", str(tmp_path / "qa")]) == 0
+    assert main(["eval", "qa", "--questions", str(qa), "--index", str(tiny_index.path), "--reader", str(out), "-k", "3", "--k-list", "1,3", "--out", str(tmp_path / "qa")]) == 0
     report = json.loads((tmp_path / "qa.json").read_text())
     assert report["questions"] == 2 and report["accuracy"]["3"] == 1.0  # both answers are in their top 3
     assert report["configuration"]["reader"] == str(out) and report["configuration"]["read_k"] == 3 and report["answer_ceiling"] == 1.0
@@ -121,7 +123,7 @@ def test_joint_training_from_a_generator_folder_keeps_its_settings(tiny_index, t
 
 def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
     from rag.generate import RagGenerator
-    from rag.pipeline import load_pipeline
+    from rag.pipeline import PipelineConfig, load_pipeline
     from tests.test_generate import tiny_model
 
     out = tmp_path / "gen"
@@ -131,9 +133,9 @@ def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
     assert report.questions_used == 2
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log[1]["loss"] < log[0]["loss"]
-    pipeline = load_pipeline(str(tiny_index.path), reader=str(out), k=2)
+    pipeline = load_pipeline(PipelineConfig(str(tiny_index.path), reader=str(out), k=2))
     assert isinstance(pipeline.reader, RagGenerator) and pipeline.reader.config.variant == "token"
-    assert len(pipeline.answer([DUNE.question])[0].evidence) == 2
+    assert len(pipeline.answer([DUNE.question])[0].answer.evidence) == 2
 
 
 def test_rehearsal_trains_on_gold_paragraphs_too_and_raises_their_likelihood(tiny_index, tmp_path):

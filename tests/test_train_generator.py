@@ -7,7 +7,7 @@ from safetensors import safe_open
 
 from rag.cli import main
 from rag.generate import RagGenerator, find_loosely
-from rag.pipeline import load_pipeline
+from rag.pipeline import PipelineConfig, load_pipeline
 from rag.readers import ReaderOptions, load_reader
 from rag.qa_data import load_squad, squad_examples
 from rag.types import Hit, Passage
@@ -71,8 +71,8 @@ def test_shipped_generator_is_tied_fp16_and_small():
 def test_shipped_generator_answers_built_in_corpus_questions(small_index, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no network needed: the generator ships in models/
     for variant in ("rag-sequence", "rag-token"):
-        pipeline = load_pipeline(str(small_index.path), variant, k=5)
-        answers = pipeline.answer(list(GENERATOR_ANSWERS))
+        pipeline = load_pipeline(PipelineConfig(str(small_index.path), variant, k=5))
+        answers = [done.answer for done in pipeline.answer(list(GENERATOR_ANSWERS))]
         assert {a.question: a.text for a in answers} == GENERATOR_ANSWERS, variant  # written as the passage writes it
         for a in answers:
             assert abs(sum(w.contribution for w in a.weights) - 1) < 1e-3 and len(a.weights) == 5

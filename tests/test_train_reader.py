@@ -9,7 +9,7 @@ from safetensors import safe_open
 from rag.cli import main
 from rag.metrics import normalize_answer
 from rag.paths import SHIPPED_READER, models_dir
-from rag.pipeline import load_pipeline
+from rag.pipeline import PipelineConfig, load_pipeline
 from rag.readers import ReaderOptions, load_reader
 from rag.read import ReaderConfig, SpanReader
 from rag.qa_data import load_squad
@@ -101,11 +101,11 @@ def test_shipped_reader_is_found_from_any_directory(tmp_path, monkeypatch):
 
 
 def test_shipped_reader_answers_built_in_corpus_questions(small_index):
-    pipeline = load_pipeline(str(small_index.path), "default", k=10)
-    answers = pipeline.answer(list(BUILT_IN_QUESTIONS))
+    pipeline = load_pipeline(PipelineConfig(str(small_index.path), "default", k=10))
+    answers = [done.answer for done in pipeline.answer(list(BUILT_IN_QUESTIONS))]
     got = {a.question: a.text for a in answers}
     assert {q: normalize_answer(t) for q, t in got.items()} == {q: normalize_answer(t) for q, t in BUILT_IN_QUESTIONS.items()}
-    again = pipeline.answer(list(BUILT_IN_QUESTIONS))  # deterministic
+    again = [done.answer for done in pipeline.answer(list(BUILT_IN_QUESTIONS))]  # deterministic
     assert [(a.text, a.score) for a in again] == [(a.text, a.score) for a in answers]
     for a in answers:  # the evidence holds the answer at the stated offsets
         span = a.spans[0]
@@ -115,7 +115,7 @@ def test_shipped_reader_answers_built_in_corpus_questions(small_index):
 
 def test_fast_path_gives_the_fp32_answers(small_index):
     questions = list(BUILT_IN_QUESTIONS)
-    hits = load_pipeline(str(small_index.path), "default", k=10).retriever.retrieve(questions, 10)
+    hits = load_pipeline(PipelineConfig(str(small_index.path), "default", k=10)).retriever.retrieve(questions, 10)
     fp32 = load_reader("default", ReaderOptions(precision="fp32")).read(questions, hits)
     bf16 = load_reader("default", ReaderOptions(precision="bf16")).read(questions, hits)
     assert [normalize_answer(a.text) for a in bf16] == [normalize_answer(a.text) for a in fp32]
@@ -142,3 +142,4 @@ def test_cli_ask_answers_and_marks_the_evidence_once(small_index, capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("answer: Miguel de Cervantes\n") and "UNTRAINED" not in printed
     assert ">>Miguel de Cervantes<<" in printed and ">>>>" not in printed
+
