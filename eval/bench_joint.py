@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=6, help="passages retrieved and read per question")
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--batch-size", type=int, default=2)
-    ap.add_argument("--reader-lr", type=float, default=1e-4)
+    ap.add_argument("--lr", type=float, default=1e-4, help="the reader's learning rate")
     ap.add_argument("--query-lr", type=float, default=2e-5)
     ap.add_argument("--out", default="eval/out/joint-reader", help="checkpoint folder")
     ap.add_argument("--json", default="eval/out/bench_joint.json", help="where all numbers go")
@@ -77,7 +77,7 @@ def main() -> None:
 
     config = TrainConfig(
         questions=str(SHARED / "nq-open" / "NQ-open.dev.jsonl"), index=args.index, out=args.out, k=args.k, batch_size=args.batch_size,
-        max_length=args.max_length, reader_lr=args.reader_lr, query_lr=args.query_lr, save_every=10**9,
+        max_length=args.max_length, lr=args.lr, query_lr=args.query_lr, save_every=10**9,
     )
     t0 = time.perf_counter()
     report = train(config, training)

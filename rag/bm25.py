@@ -136,22 +136,22 @@ class BM25Index:
         own index() held ~1.9 KB a passage at its peak, 40 GB for a 21M-passage Wikipedia."""
         import tempfile
 
+        if into is not None:
+            return cls._write_and_load(texts, config, sources, progress, Path(into), mmap=True)
+        with tempfile.TemporaryDirectory(prefix="rag-bm25-") as scratch:  # ours alone, removed once loaded into memory
+            bm25 = cls._write_and_load(texts, config, sources, progress, Path(scratch), mmap=False)
+        bm25.folder = None  # held in memory: no files behind it
+        return bm25
+
+    @classmethod
+    def _write_and_load(cls, texts: Iterable[str], config: BM25Config, sources: list[str] | None, progress: bool, folder: Path, mmap: bool) -> "BM25Index":
         from rag.bm25_build import write_bm25_files
 
-        folder = Path(into) if into is not None else Path(tempfile.mkdtemp(prefix="rag-bm25-"))
-        try:
-            _, n = write_bm25_files(texts, Tokenizer(config), config, folder, progress)
-            if not n:
-                raise RagError("cannot build a BM25 index over no passages")
-            (folder / META).write_text(json.dumps({"format": FORMAT, "passages": n, "sources": list(sources or []), "config": asdict(config)}, indent=2))
-            bm25 = cls.load(folder, mmap=into is not None)
-        finally:
-            if into is None:
-                import shutil
-
-                shutil.rmtree(folder, ignore_errors=True)  # a folder of our own under the temp dir, loaded into memory
-        bm25.folder = folder if into is not None else None
-        return bm25
+        _, n = write_bm25_files(texts, Tokenizer(config), config, folder, progress)
+        if not n:
+            raise RagError("cannot build a BM25 index over no passages")
+        (folder / META).write_text(json.dumps({"format": FORMAT, "passages": n, "sources": list(sources or []), "config": asdict(config)}, indent=2))
+        return cls.load(folder, mmap=mmap)
 
     @classmethod
     def build_from_store(cls, store: PassageStore, config: BM25Config = BM25Config(), sources: list[str] | None = None, progress: bool = False,

@@ -5,8 +5,8 @@
     query_encoder/      the fine-tuned query tower (sentence-transformers folder)
     passage_encoder/    with refresh only: the fine-tuned passage tower
     index/              with refresh only: an index folder re-encoded by passage_encoder/
-    training_state.pt   optimizer state and position, to resume
     train_log.jsonl     one line per step: loss, questions used
+    run.json, training_state.pt   rag.train.loop's run record and resumable state (weights, optimizer, position)
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rag.encoders import Encoder, EncoderConfig, SentenceTransformerEncoder
-from rag.files import ArtifactKind, read_versioned_json, write_json_atomic
+from rag.files import read_versioned_json, write_json_atomic
 from rag.types import RagError
 
 CHECKPOINT_FORMAT = "rag-train-checkpoint v1"
-CHECKPOINT_FILE, STATE_FILE, LOG_FILE = "checkpoint.json", "training_state.pt", "train_log.jsonl"
-CHECKPOINT_KIND = ArtifactKind("a training checkpoint", CHECKPOINT_FILE, CHECKPOINT_FORMAT)
+CHECKPOINT_FILE, LOG_FILE = "checkpoint.json", "train_log.jsonl"
 
 
 @dataclass

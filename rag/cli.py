@@ -37,7 +37,7 @@ class _OldSpelling(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(f"rag: note: {option_string} is deprecated and goes in the next release; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)  # nargs=0: a flag that sets `const`
 
 
 def _add_corpus_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -167,9 +167,9 @@ def _add_index_parsers(sub) -> None:
                    "'rag-retriever-wiki' (the same trained against full Wikipedia, models/retriever-wiki), 'default' (offline MiniLM both sides), a sentence-transformers hub id or path, a two-tower folder, or dpr:Q_MODEL,CTX_MODEL (default: %(default)s)")
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     b.add_argument("--batch-size", type=int, default=EncoderConfig.batch_size, help="passages per encoder call (default: %(default)s)")
-    b.add_argument("--fp16", action="store_true", help="half precision encoding on GPU")
-    b.add_argument("--precision", default="auto", choices=PRECISIONS + ("int8",), help="passage encoding: auto = bf16 where the CPU/GPU runs it fast "
-                   "(2.9x fp32 on an AMX Xeon, cosine >= 0.9999); int8 = the default model as int8 ONNX (onnxruntime) (default: %(default)s)")
+    b.add_argument("--precision", default="auto", choices=PRECISIONS + ("fp16", "int8"), help="passage encoding: auto = bf16 where the CPU/GPU runs it fast "
+                   "(2.9x fp32 on an AMX Xeon, cosine >= 0.9999); fp16 = half-precision weights (GPU only); int8 = the default model as int8 ONNX (onnxruntime) (default: %(default)s)")
+    b.add_argument("--fp16", dest="precision", action=_OldSpelling, new="--precision fp16", nargs=0, const="fp16")
     b.add_argument("--shard-size", type=int, default=4096, help="passages per embedding shard (the most a killed build re-encodes)")
     b.add_argument("--index-shards", type=int, default=1, help="split the FAISS index into N files; search merges their exact top-k")
     b.add_argument("--opq", action="store_true", help="with --kind ivfpq: OPQ rotation before PQ (better recall, same bytes/vector)")
@@ -254,7 +254,7 @@ def _add_ask_parser(sub) -> None:
     q.add_argument("-k", "--k", type=positive_int, default=10, help="passages retrieved and read (default: %(default)s)")
     q.add_argument("--width", type=int, default=300, help="characters of passage text to print")
     q.add_argument("--not-sure-below", type=float, default=None, metavar="P", help="below this p(answer) say 'not sure' and show the answer as a guess "
-                   "(default: the reader's threshold, a provisional 0.30 for the span reader, none for generators; 0: never)")
+                   "(default: the reader's threshold, 0.25 for the span reader, none for generators; 0: never)")
     _add_reader_args(q)
     q.set_defaults(func=commands.cmd_ask)
 
@@ -271,11 +271,15 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--reader", default="default", help="start from: 'default' (MiniLM + new span head), a reader folder, a hub QA id, or rag-sequence / rag-token")
     t.add_argument("--generator", default=None, help="seq2seq model for rag-sequence / rag-token (hub id or path)")
     t.add_argument("--k", type=positive_int, default=TrainConfig.k, help="passages retrieved per question (default: %(default)s)")
-    t.add_argument("--epochs", type=int, default=1)
-    t.add_argument("--limit", type=int, default=None, help="only the first N questions (several --questions files are taken in turn)")
-    t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, help="questions per optimizer step (default: %(default)s)")
-    t.add_argument("--reader-lr", type=float, default=TrainConfig.reader_lr, help="(default: %(default)s)")
+    t.add_argument("--epochs", type=float, default=TrainConfig.epochs, help="passes over the questions; fractions allowed, and more epochs continue a run (default: %(default)s)")
+    t.add_argument("--max-steps", type=int, default=TrainConfig.max_steps, help="stop after N optimizer steps (0: no limit)")
+    t.add_argument("--max-minutes", type=float, default=TrainConfig.max_minutes, help="save and stop once training has run this long; rerun to continue (0: no limit)")
+    t.add_argument("--limit", type=int, default=TrainConfig.limit, help="only the first N questions (several --questions files are taken in turn)")
+    t.add_argument("--batch-size", type=positive_int, default=TrainConfig.batch_size, help="questions per optimizer step (default: %(default)s)")
+    t.add_argument("--lr", type=float, default=TrainConfig.lr, help="reader (or generator) learning rate, constant (default: %(default)s)")
+    t.add_argument("--reader-lr", dest="lr", type=float, action=_OldSpelling, new="--lr")
     t.add_argument("--query-lr", type=float, default=TrainConfig.query_lr, help="query (and passage) encoder learning rate (default: %(default)s)")
+    t.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS, help="autocast: auto = bf16 where the CPU/GPU supports it (default: %(default)s)")
     t.add_argument("--freeze-query-encoder", action="store_true", help="train the reader alone (baseline for joint training)")
     t.add_argument("--refresh-every", type=int, default=0, metavar="N", help="train the passage encoder too; re-encode passages and rebuild the index every N steps")
     t.add_argument("--rehearse-squad", default="", metavar="FILE", help="a SQuAD v1.1 file: each step also trains on a few (question, gold paragraph) examples, "
@@ -285,7 +289,7 @@ def _add_train_parser(sub) -> None:
     t.add_argument("--save-every", type=int, default=TrainConfig.save_every, help="steps between checkpoints (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda when available)")
-    t.add_argument("--fresh", action="store_true", help="start from step 0 although --out holds a checkpoint (a resume must use the same settings)")
+    t.add_argument("--fresh", action="store_true", help="start from step 0 although --out holds a checkpoint (replaced at the first save; a resume must use the same settings)")
     t.set_defaults(func=commands.cmd_train)
     subs = t.add_subparsers(dest="train_command", required=False, metavar="reader|generator|reranker|retriever")
     _add_train_squad_parsers(subs)

@@ -24,7 +24,7 @@ def cmd_index_build(args) -> None:
     config = BuildConfig(
         corpus=args.corpus,
         fmt=args.format,
-        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, fp16=args.fp16, precision=args.precision, inference_only=True),
+        encoder=EncoderConfig(spec=args.encoder, device=args.device, batch_size=args.batch_size, precision=args.precision, inference_only=True),
         index=_index_config(args),
         split=SplitConfig(words_per_passage=args.words_per_passage),
         shard_size=args.shard_size,
@@ -45,11 +45,9 @@ def cmd_index_build(args) -> None:
 
 
 def _index_config(args):
-    """IndexConfig from build options; an option that cannot apply to --kind is an error, not ignored."""
+    """IndexConfig from build options (an option that cannot apply to --kind is its error, not ignored)."""
     from rag.index import IndexConfig
 
-    if args.kind != "ivfpq" and (args.opq or args.refine != "none"):
-        raise RagError(f"--opq and --refine apply to --kind ivfpq, not {args.kind}")
     return IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine)
 
 
@@ -320,8 +318,8 @@ def cmd_train(args) -> None:
 
     config = TrainConfig(
         questions=args.questions, index=args.index, out=args.out, reader=args.reader, generator=args.generator, k=args.k, epochs=args.epochs,
-        max_questions=args.limit or 0, batch_size=args.batch_size, reader_lr=args.reader_lr, query_lr=args.query_lr,
-        train_query_encoder=not args.freeze_query_encoder, refresh_every=args.refresh_every, max_length=args.max_length,
+        max_steps=args.max_steps, max_minutes=args.max_minutes, limit=args.limit or 0, batch_size=args.batch_size, lr=args.lr, query_lr=args.query_lr,
+        precision=args.precision, train_query_encoder=not args.freeze_query_encoder, refresh_every=args.refresh_every, max_length=args.max_length,
         save_every=args.save_every, seed=args.seed, device=args.device, fresh=args.fresh,
         rehearse_squad=args.rehearse_squad, rehearse_per_step=args.rehearse_per_step,
     )

@@ -13,7 +13,6 @@ files. With no address, a local Ray cluster is started and shut down after the b
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,11 +27,6 @@ from rag.index import DenseIndex, IndexConfig, SearchResult
 from rag.sharded import ShardedIndex
 from rag.store import PassageStore
 from rag.types import RagError
-
-# Fault injection for tests: a file path; the first shard task to rename it away dies mid-shard
-# (os._exit after its first batch), as a worker killed by the OS or a lost node would.
-KILL_ONCE_ENV = "RAG_RAY_KILL_ONCE"
-
 
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_memory: int | None = None):
@@ -60,11 +54,14 @@ def ray_shard_encoder(
     max_retries: int = 3,
     runtime_env: dict | None = None,
     progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Callable[[Path, Path, int, EncoderConfig], None]:
     """`encode_shards(store_path, shard_dir, shard_size, encoder_config)` for rag.build.build_index.
 
     num_workers: shard tasks running at once (default: one per GPU, else one per 2 CPUs); on CPUs
     each task gets an equal part of the cluster's cores. runtime_env: Ray's, for the tasks.
+    on_batch: called in the worker after each encoded batch with its size (Ray pickles it with the
+    task: per-worker logging or metrics, or a fault to inject when testing retries).
     """
 
     def encode_shards(store_path: Path, shard_dir: Path, shard_size: int, encoder_config: EncoderConfig) -> None:
@@ -84,12 +81,12 @@ def ray_shard_encoder(
                 biggest = max((int(node["Resources"].get("CPU", 1)) for node in ray.nodes() if node["Alive"]), default=1)
                 options = {"num_cpus": max(1, min(biggest, cpus // workers))}
             task = ray.remote(_encode_shard_task).options(max_retries=max_retries, runtime_env=runtime_env, **options)
-            _run_windowed(ray, task, todo, workers, store_path, shard_size, n, encoder_config, progress)
+            _run_windowed(ray, task, todo, workers, store_path, shard_size, n, encoder_config, on_batch, progress)
 
     return encode_shards
 
 
-def _run_windowed(ray, task, todo, workers: int, store_path: Path, shard_size: int, n: int, encoder_config: EncoderConfig, progress: bool) -> None:
+def _run_windowed(ray, task, todo, workers: int, store_path: Path, shard_size: int, n: int, encoder_config: EncoderConfig, on_batch, progress: bool) -> None:
     """At most `workers` shard tasks in flight; a shard that fails after Ray's retries stops the build."""
     from tqdm import tqdm
 
@@ -101,7 +98,7 @@ def _run_windowed(ray, task, todo, workers: int, store_path: Path, shard_size: i
             while queue and len(pending) < workers:
                 i, path = queue.pop(0)
                 start, stop = i * shard_size, min(n, (i + 1) * shard_size)
-                pending[task.remote(str(store_path), str(path), start, stop, encoder_config)] = path
+                pending[task.remote(str(store_path), str(path), start, stop, encoder_config, on_batch)] = path
             finished, _ = ray.wait(list(pending), num_returns=1)
             for ref in finished:
                 path = pending.pop(ref)
@@ -114,7 +111,7 @@ def _run_windowed(ray, task, todo, workers: int, store_path: Path, shard_size: i
                     ) from e
 
 
-def _encode_shard_task(store_path: str, shard_path: str, start: int, stop: int, encoder_config: EncoderConfig) -> int:
+def _encode_shard_task(store_path: str, shard_path: str, start: int, stop: int, encoder_config: EncoderConfig, on_batch) -> int:
     """Runs in a Ray worker: store rows [start, stop) -> vectors -> shard_path (atomic)."""
     import ray
     import torch
@@ -123,7 +120,7 @@ def _encode_shard_task(store_path: str, shard_path: str, start: int, stop: int, 
     torch.set_num_threads(max(1, int(cpus)))
     encoder = _worker_encoder(encoder_config)
     with PassageStore(store_path, readonly=True) as store:
-        vectors = encode_shard(store, encoder, start, stop, on_batch=_die_if_told)
+        vectors = encode_shard(store, encoder, start, stop, on_batch=on_batch or (lambda n: None))
     save_npy_atomic(Path(shard_path), vectors)
     return stop - start
 
@@ -132,17 +129,6 @@ def _encode_shard_task(store_path: str, shard_path: str, start: int, stop: int, 
 def _worker_encoder(config: EncoderConfig) -> Encoder:
     """One model load per Ray worker process, reused by the shard tasks it runs next."""
     return load_encoder(config)
-
-
-def _die_if_told(_: int) -> None:
-    marker = os.environ.get(KILL_ONCE_ENV)
-    if not marker:
-        return
-    try:
-        os.rename(marker, marker + ".claimed")  # atomic: exactly one task claims it
-    except FileNotFoundError:
-        return
-    os._exit(1)
 
 
 # --- search: index shards held by Ray actors ------------------------------------------------

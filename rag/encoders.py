@@ -34,9 +34,10 @@ class EncoderConfig:
     spec: str = DEFAULT_ENCODER
     device: str | None = None  # None: cuda when available, else cpu
     batch_size: int = 32  # 32 texts of equal token length: 1.1x batches of 64 in bf16 (1,024 Wikipedia passages, 2 AMX cores)
-    fp16: bool = False  # half precision on GPU only; ignored on CPU
     max_length: int = 256  # tokens; DPR and MiniLM passages of 100 words fit
-    precision: str = "auto"  # auto (bf16 where the CPU/GPU runs it fast: 2.9x fp32 on an AMX Xeon, cosine >= 0.9999), bf16, fp32, int8 (ONNX, default model)
+    # auto (bf16 where the CPU/GPU runs it fast: 2.9x fp32 on an AMX Xeon, cosine >= 0.9999), bf16, fp32,
+    # fp16 (half-precision weights, GPU only) or int8 (ONNX, default model)
+    precision: str = "auto"
     inference_only: bool = False  # no training: a mean-pooling BERT folder runs in plain torch (rag/mean_pool_encoder.py), a faster start
 
 
@@ -48,6 +49,18 @@ class Encoder(Protocol):
     def encode_queries(self, questions: list[str]) -> np.ndarray: ...
 
     def encode_passages(self, passages: list[Passage]) -> np.ndarray: ...
+
+
+def compute_dtype(precision: str, device: str):
+    """The torch dtype an encoder computes in (None: fp32): autocast's, or fp16 for half-precision weights,
+    which only a GPU runs well (on a CPU fp16 matmuls are slower than fp32: bf16 is the fast half there)."""
+    if precision != "fp16":
+        return autocast_dtype(precision, device)
+    if not device.startswith("cuda"):
+        raise RagError(f"precision fp16 (half-precision weights) runs on a GPU, and this encoder runs on {device}: use --precision auto or bf16")
+    import torch
+
+    return torch.float16
 
 
 def passage_text(p: Passage) -> str:
@@ -83,16 +96,14 @@ class SentenceTransformerEncoder:
         if looks_like_a_path(path) and not Path(path).expanduser().exists():
             raise RagError(f"encoder {config.spec!r}: no such folder (an encoder is 'default', a hub id or a local folder)")
         self.device = resolve_device(config.device)
+        self.dtype = compute_dtype(config.precision, self.device)  # None: fp32 (checked before a model loads)
         try:
             self.model = SentenceTransformer(path, device=self.device)
         except OSError as e:  # hub unreachable or no such folder
             raise RagError(f"cannot load encoder {config.spec!r}: {e}") from e
         self.model.max_seq_length = min(self.model.max_seq_length or config.max_length, config.max_length)
-        if config.fp16 and self.device.startswith("cuda"):
-            self.model.half()
-        else:  # weights saved in fp16 (what ships) compute in fp32, or bf16 under autocast
-            self.model.float()
-        self.dtype = autocast_dtype(config.precision, self.device)  # None: fp32
+        # weights saved in fp16 (what ships) compute in fp32, or bf16 under autocast; fp16 keeps them half
+        self.model.half() if config.precision == "fp16" else self.model.float()
         self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else self.model.get_sentence_embedding_dimension()
         self.normalized = True
 
@@ -124,6 +135,7 @@ class DPREncoder:
             raise RagError(f"a DPR encoder is 'dpr:QUESTION_MODEL,CONTEXT_MODEL', got {config.spec!r}")
         q_name, ctx_name = (n.strip() for n in names)
         self.device = resolve_device(config.device)
+        self.dtype = compute_dtype(config.precision, self.device)  # None: fp32 (checked before a model loads)
         try:
             self.q_tokenizer = AutoTokenizer.from_pretrained(q_name)
             self.ctx_tokenizer = AutoTokenizer.from_pretrained(ctx_name)
@@ -131,10 +143,9 @@ class DPREncoder:
             self.ctx_model = DPRContextEncoder.from_pretrained(ctx_name).to(self.device).eval()
         except OSError as e:
             raise RagError(f"cannot load DPR encoder {config.spec!r}: {e}") from e
-        if config.fp16 and self.device.startswith("cuda"):
+        if config.precision == "fp16":
             self.q_model.half()
             self.ctx_model.half()
-        self.dtype = autocast_dtype(config.precision, self.device)  # None: fp32
         self.dim = self.q_model.config.hidden_size
         self.normalized = False
         self._torch = torch
@@ -242,7 +253,7 @@ def save_two_tower(model, folder: str | Path, passage_spec: str) -> None:
 def one_tower(config: EncoderConfig) -> Encoder:
     """A one-tower sentence-transformers encoder; with `inference_only`, a local mean-pooling folder loads
     without sentence-transformers (same vectors; most of the cold start of `rag ask` was its import)."""
-    if config.inference_only and not config.fp16:
+    if config.inference_only and config.precision != "fp16":
         from rag.mean_pool_encoder import MeanPoolEncoder, is_mean_pool_folder
 
         path = default_model_path() if config.spec == DEFAULT_ENCODER else config.spec

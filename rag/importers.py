@@ -141,7 +141,7 @@ def _fill(source, partial: Path, config: ImportConfig, progress: bool) -> None:
 
 class _DenseWriter:
     """FAISS filled chunk by chunk: flat and HNSW take each chunk as it comes; IVF-PQ spills the chunks
-    to .npy files, trains on rag's fixed sample of rows (rag.index.training_rows) and then adds them."""
+    to .npy files, trains on rag's fixed sample of rows (rag.index.training_sample) and then adds them."""
 
     def __init__(self, config, spill: Path):
         self.config, self.spill = config, spill
@@ -151,41 +151,33 @@ class _DenseWriter:
 
     def add(self, vectors: np.ndarray) -> None:
         from rag.files import save_npy_atomic
-        from rag.index import FAISS_FACTORIES
+        from rag.index import INDEX_KINDS
 
         self.dim = vectors.shape[1]
-        if self.config.kind == "ivfpq":
+        kind = INDEX_KINDS[self.config.kind]
+        if kind.trains:  # the training sample is drawn from all the rows: keep them until the last chunk
             self.spill.mkdir(exist_ok=True)
             path = self.spill / f"{len(self.files):05d}.npy"
             save_npy_atomic(path, vectors)
             self.files.append((path, len(vectors)))
             return
         if self.raw is None:  # the raw FAISS index: DenseIndex.add would copy it to a GPU after every chunk
-            self.raw = FAISS_FACTORIES[self.config.kind](vectors[:0], self.config)
+            self.raw = kind.factory(vectors[:0], self.config)
         self.raw.add(vectors)
 
     def finish(self, n: int):
-        from rag.index import FAISS_FACTORIES, DenseIndex, resolve_ivfpq, training_rows
+        from rag.index import INDEX_KINDS, DenseIndex, VectorBlocks, training_sample
 
-        if self.config.kind != "ivfpq":
+        kind = INDEX_KINDS[self.config.kind]
+        if not kind.trains:
             return DenseIndex(self.raw, self.config)
-        config = resolve_ivfpq(self.config, n, self.dim)
-        raw = FAISS_FACTORIES["ivfpq"](self._rows(training_rows(n, config)), config)
+        config = kind.resolve(self.config, n, self.dim)
+        raw = kind.factory(training_sample(VectorBlocks.from_files([path for path, _ in self.files]), config), config)
         for path, _ in self.files:
             raw.add(np.load(path, allow_pickle=False))
             path.unlink()
         self.spill.rmdir()
         return DenseIndex(raw, config)
-
-    def _rows(self, rows: np.ndarray) -> np.ndarray:
-        """The spilled vectors at the (sorted) `rows`, read from memory-mapped spill files."""
-        parts, lo = [], 0
-        for path, count in self.files:
-            inside = rows[(rows >= lo) & (rows < lo + count)] - lo
-            if len(inside):
-                parts.append(np.load(path, mmap_mode="r", allow_pickle=False)[inside])
-            lo += count
-        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
 
 def _checked_vectors(chunk, dim: int | None) -> np.ndarray:
@@ -268,8 +260,7 @@ def import_command(args) -> None:
     """rag index import, given its parsed arguments."""
     from rag.bm25 import bm25_for_index
 
-    if args.kind != "ivfpq" and (args.opq or args.refine != "none"):
-        raise RagError(f"--opq and --refine apply to --kind ivfpq, not {args.kind}")
+    index_config = IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine)  # options of another kind refused before any reading
     source = open_source(args)
     encoder = args.encoder or DEFAULT_ENCODERS.get(source.kind)
     if not encoder:
@@ -277,7 +268,7 @@ def import_command(args) -> None:
                        "e.g. --encoder default for all-MiniLM-L6-v2 vectors, or dpr:QUESTION_MODEL,CONTEXT_MODEL (nothing was written)")
     if encoder.startswith("dpr:") and len([n for n in encoder.removeprefix("dpr:").split(",") if n.strip()]) != 2:
         raise RagError(f"a DPR encoder is 'dpr:QUESTION_MODEL,CONTEXT_MODEL', got {encoder!r}")
-    config = ImportConfig(encoder=encoder, index=IndexConfig(kind=args.kind, opq=args.opq, refine=args.refine), normalized=args.normalized,
+    config = ImportConfig(encoder=encoder, index=index_config, normalized=args.normalized,
                           chunk_size=args.chunk_size, overwrite=args.overwrite, command=_command_line(args, encoder))
     folder = import_index(source, args.out, config, progress=not args.quiet)
     m = folder.manifest

@@ -1,19 +1,21 @@
 """VectorIndex (the interface) and DenseIndex: a FAISS maximum-inner-product index over passage vectors.
 
-Index kinds (flat, hnsw, ivfpq) are FAISS_FACTORIES entries; a new kind is one function and one entry.
+Index kinds (flat, hnsw, ivfpq) are INDEX_KINDS entries: what rag needs to know of each (how to make
+one, whether it trains, its search parameters, how faiss maps it, whether faiss-gpu has it); a new
+kind is its functions and one entry, and nothing else branches on the kind.
 
 Row i of the index is row i of the passage store beside it, so no separate id map is needed:
 `add` appends to both in the same order.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from rag.ivfpq import build_ivfpq, resolve_ivfpq, set_ivfpq_search, training_rows  # noqa: F401 - resolve_ivfpq: callers of rag.index
 from rag.types import RagError
 
 REFINES = ("sq8", "flat", "none")
@@ -33,30 +35,10 @@ def _hnsw(x: np.ndarray, config: IndexConfig):
     return index
 
 
-def _ivfpq(x: np.ndarray, config: IndexConfig):
+def _hnsw_search(index, search_index, config: IndexConfig) -> None:
     import faiss
 
-    d = x.shape[1]
-    opq = f"OPQ{config.pq_m}," if config.opq else ""
-    index = faiss.index_factory(d, f"{opq}IVF{config.ivf_nlist},PQ{config.pq_m}x{config.pq_nbits}", faiss.METRIC_INNER_PRODUCT)
-    # The factory turns on polysemous training: it only reorders each PQ codebook for Hamming-distance
-    # filtering (polysemous_ht), which rag never sets, so search results are the same without it
-    # (tests/test_scale.py). It cost ~6 min of every 384-d build at m=96 on 2 cores, 4x the PQ training.
-    faiss.downcast_index(faiss.extract_index_ivf(index)).do_polysemous_training = False
-    if config.opq:  # OPQ learns its rotation with a PQ of its own: give it the index's code size
-        rotation = faiss.downcast_VectorTransform(index.chain.at(0))
-        rotation_pq = faiss.ProductQuantizer(d, config.pq_m, config.pq_nbits)
-        rotation.pq = rotation_pq
-    index.train(x)
-    if config.opq:
-        rotation.pq = None  # rotation_pq is freed with this frame
-    return _with_refine(index, x, config)
-
-
-# kind -> (sample [n, d] float32, config) -> an empty FAISS index trained on the sample.
-# A new index kind is one function plus one entry here (and its parameters in IndexConfig).
-FAISS_FACTORIES = {"flat": _flat, "hnsw": _hnsw, "ivfpq": _ivfpq}
-KINDS = tuple(FAISS_FACTORIES)  # the CLI's choices
+    faiss.downcast_index(index).hnsw.efSearch = config.hnsw_ef_search
 
 
 @dataclass(frozen=True)
@@ -82,6 +64,9 @@ class IndexConfig:
             raise RagError(f"unknown index kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.refine not in REFINES:
             raise RagError(f"unknown refine {self.refine!r}; valid: {', '.join(REFINES)}")
+        for name, entry in INDEX_KINDS.items():  # an option of another kind, set, is an error rather than ignored
+            if name != self.kind and any(getattr(self, o) != IndexConfig.__dataclass_fields__[o].default for o in entry.options):
+                raise RagError(f"{' and '.join('--' + o for o in entry.options)} apply to --kind {name}, not {self.kind}")
 
 
 @dataclass(frozen=True)
@@ -113,36 +98,38 @@ class VectorIndex(Protocol):
     def reconstruct(self, rows) -> np.ndarray: ...
 
 
-# Code sizes (bytes per vector) faiss-gpu's IVF-PQ can search; the automatic choice stays within them.
-GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
+@dataclass(frozen=True)
+class IndexKind:
+    """One FAISS index kind, as rag uses it."""
+
+    factory: Callable  # (sample [n, d] float32, config) -> an empty FAISS index, trained on the sample when it trains
+    is_stored_as: Callable[[str], bool]  # the FAISS class name of a loaded index (downcast) -> is it this kind
+    trains: bool = False  # needs a training sample, with parameters resolved from the corpus size first (`resolve`)
+    resolve: Callable = lambda config, n, dim: config  # (config, n, dim) -> the config with concrete parameters
+    set_search: Callable = lambda index, search_index, config: None  # search-time parameters onto (index, its search copy)
+    mmap_flag: str = "IO_FLAG_MMAP_IFC"  # the faiss read flag that maps its vectors (IO_FLAG_MMAP reads flat vectors into memory)
+    on_gpu: bool = True  # faiss-gpu has a version of it
+    options: tuple[str, ...] = ()  # IndexConfig fields only this kind reads (the CLI's --opq, --refine): set for another kind, an error
 
 
-def resolve_ivfpq(config: IndexConfig, n: int, dim: int) -> IndexConfig:
-    """Concrete IVF-PQ parameters for n vectors of dimension dim (the zeros in `config` filled in).
-
-    nlist ~ 4 sqrt(n) cells (faiss' guideline; 18k for 21M passages), nprobe = nlist / 8, at least 64
-    (measured on the built-in corpus, 287 cells: recall@10 vs flat 0.82 at 64 probes, 0.94 with the sq8 refine);
-    m = dim / 4 sub-quantizers of 8 bits, capped at 96 bytes (768-d DPR: 96 B vs 3,072 B flat);
-    the training sample holds 64 vectors per cell (k-means needs >= 39), at least 65,536 for PQ.
-    """
-    nlist = config.ivf_nlist or max(1, min(65536, int(4 * math.sqrt(n)), n // 39))
-    nprobe = config.ivf_nprobe or min(nlist, max(64, nlist // 8))
-    m = config.pq_m or max([g for g in GPU_PQ_M if g <= max(1, dim // 4) and dim % g == 0])
-    while dim % m:  # PQ needs m to divide the dimension
-        m -= 1
-    # k-means for a PQ codebook of 2^nbits centroids needs ~39 points per centroid.
-    nbits = min(config.pq_nbits, max(1, int(math.log2(max(2, n // 39)))))
-    train = min(n, config.train_sample or max(65_536, 64 * nlist))
-    # OPQ below 8-bit codes (under ~10k vectors) crashes faiss 1.15 (heap corruption); such corpora get plain PQ.
-    opq = config.opq and nbits == 8
-    return IndexConfig(**{**asdict(config), "ivf_nlist": nlist, "ivf_nprobe": nprobe, "pq_m": m, "pq_nbits": nbits, "opq": opq, "train_sample": train})
+# A new index kind is its functions and one entry here (and its parameters in IndexConfig).
+INDEX_KINDS = {
+    "flat": IndexKind(_flat, is_stored_as=lambda name: name in ("IndexFlatIP", "IndexFlat")),
+    "hnsw": IndexKind(_hnsw, is_stored_as=lambda name: "HNSW" in name, set_search=_hnsw_search, on_gpu=False),
+    # IVF-PQ, its OPQ pre-transform or its refine wrapper: what is neither flat nor HNSW
+    "ivfpq": IndexKind(build_ivfpq, is_stored_as=lambda name: "HNSW" not in name and name not in ("IndexFlatIP", "IndexFlat"), trains=True,
+                       resolve=resolve_ivfpq, set_search=set_ivfpq_search, mmap_flag="IO_FLAG_MMAP", options=("opq", "refine")),
+}
+KINDS = tuple(INDEX_KINDS)  # the CLI's choices
 
 
-def training_rows(n: int, config: IndexConfig) -> np.ndarray:
-    """The rows an IVF-PQ index over n vectors trains on: a fixed sample, so the same corpus builds the same index."""
-    if n <= config.train_sample:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(0).choice(n, config.train_sample, replace=False))
+def training_sample(vectors, config: IndexConfig) -> np.ndarray:
+    """What an index of `config`'s (resolved) kind trains on: the fixed sample of `vectors` (an array or
+    VectorBlocks) for a kind that trains, else nothing."""
+    if not INDEX_KINDS[config.kind].trains:
+        return np.zeros((0, vectors.shape[1] if isinstance(vectors, np.ndarray) else vectors.dim), np.float32)
+    rows = training_rows(len(vectors), config)
+    return vectors[rows] if isinstance(vectors, np.ndarray) else vectors.take(rows)
 
 
 class VectorBlocks:
@@ -213,10 +200,8 @@ class DenseIndex:
     @classmethod
     def build(cls, embeddings: np.ndarray, config: IndexConfig = IndexConfig()) -> "DenseIndex":
         x = _as_f32(embeddings)
-        n, d = x.shape
-        if config.kind == "ivfpq":
-            config = resolve_ivfpq(config, n, d)
-        dense = cls.trained(x[training_rows(n, config)] if config.kind == "ivfpq" else x[:0], config)
+        config = INDEX_KINDS[config.kind].resolve(config, *x.shape)
+        dense = cls.trained(training_sample(x, config), config)
         dense.add(x)
         return dense
 
@@ -227,10 +212,8 @@ class DenseIndex:
         IVF-PQ trains on the same fixed sample (`training_rows`, read from the blocks), then every
         kind is filled block by block: memory is the sample (IVF-PQ), one block and what FAISS holds.
         """
-        n, d = len(vectors), vectors.dim
-        if config.kind == "ivfpq":
-            config = resolve_ivfpq(config, n, d)
-        sample = vectors.take(training_rows(n, config)) if config.kind == "ivfpq" else np.zeros((0, d), np.float32)
+        config = INDEX_KINDS[config.kind].resolve(config, len(vectors), vectors.dim)
+        sample = training_sample(vectors, config)
         dense = cls.trained(sample, config)
         del sample
         dense.add_blocks(vectors.blocks())
@@ -243,14 +226,16 @@ class DenseIndex:
 
     @classmethod
     def trained(cls, sample: np.ndarray, config: IndexConfig) -> "DenseIndex":
-        """An empty index, ready for `add`; IVF-PQ is trained on all of `sample` (resolve its parameters first).
+        """An empty index, ready for `add`; a kind that trains (IVF-PQ) is trained on all of `sample`
+        (resolve its parameters first: resolving here would size them for the sample, not the corpus).
 
         Building shard by shard: train once, then `add` each shard's vectors to its own `empty_copy()`.
         """
         x = _as_f32(sample)
-        if config.kind == "ivfpq" and (not config.ivf_nlist or not config.pq_m):
-            config = resolve_ivfpq(config, len(x), x.shape[1])
-        return cls(FAISS_FACTORIES[config.kind](x, config), config)
+        kind = INDEX_KINDS[config.kind]
+        if kind.trains and (not config.ivf_nlist or not config.pq_m):
+            config = kind.resolve(config, len(x), x.shape[1])
+        return cls(kind.factory(x, config), config)
 
     def empty_copy(self) -> "DenseIndex":
         """A copy with the same (trained) parameters and no vectors."""
@@ -324,21 +309,14 @@ class DenseIndex:
             raise RagError(f"no FAISS index at {path}")
         flags = 0
         if mmap:
-            flags = (faiss.IO_FLAG_MMAP if config.kind == "ivfpq" else faiss.IO_FLAG_MMAP_IFC) | faiss.IO_FLAG_READ_ONLY
+            flags = getattr(faiss, INDEX_KINDS[config.kind].mmap_flag) | faiss.IO_FLAG_READ_ONLY
         index = faiss.read_index(str(path), flags)
         if stored_kind(index) != config.kind:  # its search parameters would not apply (or silently mean something else)
             raise RagError(f"{path} holds a {stored_kind(index)} FAISS index, the manifest says {config.kind}")
         return cls(index, config)
 
     def _apply_search_params(self) -> None:
-        import faiss
-
-        if self.config.kind == "hnsw":
-            faiss.downcast_index(self._index).hnsw.efSearch = self.config.hnsw_ef_search
-        elif self.config.kind == "ivfpq":
-            faiss.extract_index_ivf(self._search_index).nprobe = self.config.ivf_nprobe
-            if self.config.refine != "none":
-                faiss.downcast_index(self._search_index).k_factor = self.config.refine_k_factor
+        INDEX_KINDS[self.config.kind].set_search(self._index, self._search_index, self.config)
 
 
 def stored_kind(faiss_index) -> str:
@@ -346,30 +324,7 @@ def stored_kind(faiss_index) -> str:
     import faiss
 
     name = type(faiss.downcast_index(faiss_index)).__name__
-    if "HNSW" in name:
-        return "hnsw"
-    return "flat" if name in ("IndexFlatIP", "IndexFlat") else "ivfpq"  # else IVF-PQ, its OPQ pre-transform or its refine wrapper
-
-
-def _with_refine(ivfpq, sample: np.ndarray, config: IndexConfig):
-    """IVF-PQ wrapped in a refine stage: PQ finds refine_k_factor * k candidates, a finer copy re-scores them.
-
-    PQ alone loses the exact order among close neighbours (recall@10 0.79 on the built-in corpus);
-    an 8-bit scalar-quantized copy costs dim bytes per vector and restores it (0.94).
-    """
-    import faiss
-
-    if config.refine == "none":
-        return ivfpq
-    d = sample.shape[1]
-    fine = faiss.IndexFlatIP(d) if config.refine == "flat" else faiss.IndexScalarQuantizer(d, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
-    fine.train(sample)
-    index = faiss.IndexRefine(ivfpq, fine)  # both already trained: the PQ is not trained again
-    ivfpq.this.disown()  # the IndexRefine owns and frees both
-    fine.this.disown()
-    index.own_fields = True
-    index.own_refine_index = True
-    return index
+    return next(kind for kind, entry in INDEX_KINDS.items() if entry.is_stored_as(name))
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
@@ -383,7 +338,7 @@ def _to_gpu(index, config: IndexConfig):
     """A GPU copy for searching when faiss-gpu sees a GPU; HNSW has no GPU version and stays on CPU."""
     import faiss
 
-    if not config.use_gpu or config.kind == "hnsw" or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
+    if not config.use_gpu or not INDEX_KINDS[config.kind].on_gpu or not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0:
         return index
     try:
         return faiss.index_cpu_to_all_gpus(index)

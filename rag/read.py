@@ -33,23 +33,27 @@ SPAN_READER_KIND = ArtifactKind("a span-reader folder", READER_FILE, READER_FORM
 RERANKER_FORMAT, RERANKER_FILE = "rag-reranker v1", "reranker.json"
 RERANKER_KIND = ArtifactKind("a reranker folder", RERANKER_FILE, RERANKER_FORMAT)
 HEADERS = {READER_FILE: READER_FORMAT, RERANKER_FILE: RERANKER_FORMAT}  # a SpanReader folder's type header -> its format
-TRAINED_SETTINGS = ("max_length", "max_answer_tokens", "score_scale")  # restored from a saved reader
+# Settings a reader is trained with: None in a ReaderConfig means the saved reader's own (reader.json), else these.
+TRAINED_DEFAULTS = {"max_length": 256, "max_answer_tokens": 10, "score_scale": 20.0}
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
 # The span reader's "not sure" threshold: below it `rag ask` and the demo say "not sure" and show the
-# answer as a guess (Answer.is_sure). NOT YET CALIBRATED: 0.30 is a provisional value, to be chosen on
-# the 1,021 held-out training questions (the retriever's holdout) over indexes/wiki2015, k=10 (issue 27).
-# On NQ-open dev (report only) answers at p 0.3-0.4 were right 11% of the time. Generators: no threshold.
-NOT_SURE_BELOW = 0.30
+# answer as a guess (Answer.is_sure). Chosen by eval/tune_reader.py on the 1,021 held-out training
+# questions (the retriever's holdout; no report set) over indexes/wiki2015, k=10, for models/reader v2:
+# the largest p on a 0.05 grid below which answers are right less than 1 time in 20 (375 of the 1,021
+# fall below 0.25 and 4.5% of those are right; the answers above it are right 18.3% of the time).
+# Generators: no threshold.
+NOT_SURE_BELOW = 0.25
 
 
 @dataclass(frozen=True)
 class ReaderConfig:
     model: str = "default"  # "default" (offline MiniLM + new span head), a reader folder, or a hub QA checkpoint id
     device: str | None = None  # None: cuda when available, else cpu
-    max_length: int = 256  # tokens of [CLS] question [SEP] title [SEP] passage; the passage is truncated
-    max_answer_tokens: int = 10  # longest span considered
+    # The next three, None: the saved reader's setting, else TRAINED_DEFAULTS (256, 10, 20.0); a value given is used as it is.
+    max_length: int | None = None  # tokens of [CLS] question [SEP] title [SEP] passage; the passage is truncated
+    max_answer_tokens: int | None = None  # longest span considered
     spans_per_passage: int = 5  # best spans of each passage kept as answer candidates
-    score_scale: float = 20.0  # p(z|q) = softmax(score_scale * retrieval score + selection logit)
+    score_scale: float | None = None  # p(z|q) = softmax(score_scale * retrieval score + selection logit)
     # read(): "rerank": the re-ranker's score (rag.rerank) in place of score_scale * retrieval where every hit has one, else "retrieval".
     # Chosen by eval/tune_reader.py on 1,021 held-out training questions over indexes/wiki2015, k=10: EM 11.5 -> 13.2.
     passage_prior: str = "rerank"
@@ -107,9 +111,8 @@ class SpanReader:
         folder = Path(source)
         self.header = next((h for h in HEADERS if (folder / h).exists()), READER_FILE)  # what `save` writes
         settings = _read_settings(folder)
-        if settings:  # a saved reader keeps the settings it was trained with, unless the caller sets them
-            trained_with = {k: v for k, v in settings["config"].items() if k in TRAINED_SETTINGS and getattr(config, k) == getattr(ReaderConfig(), k)}
-            self.config = config = replace(config, **trained_with)
+        saved = settings["config"] if settings else {}  # a saved reader keeps the settings it was trained with, unless the caller sets them
+        self.config = config = replace(config, **{k: saved.get(k, default) for k, default in TRAINED_DEFAULTS.items() if getattr(config, k) is None})
         try:
             self.tokenizer, qa = _tokenizer_and_qa_model(source, self.device, config.inference_only)
         except (OSError, ValueError, KeyError) as e:

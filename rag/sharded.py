@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rag.index import DenseIndex, IndexConfig, SearchResult, VectorBlocks, resolve_ivfpq, training_rows
+from rag.index import INDEX_KINDS, DenseIndex, IndexConfig, SearchResult, VectorBlocks, training_sample
 from rag.types import RagError
 
 SHARD_DIR = "index_shards"
@@ -60,10 +60,8 @@ class ShardedIndex:
         n, dim = len(vectors), vectors.dim
         if n_shards < 1 or n_shards > max(n, 1):
             raise RagError(f"cannot split {n} passages into {n_shards} index shards")
-        sample = np.zeros((0, dim), np.float32)
-        if config.kind == "ivfpq":  # one training over the whole corpus, shared by every shard
-            config = resolve_ivfpq(config, n, dim)
-            sample = vectors.take(training_rows(n, config))
+        config = INDEX_KINDS[config.kind].resolve(config, n, dim)
+        sample = training_sample(vectors, config)  # one training over the whole corpus, shared by every shard
         template = DenseIndex.trained(sample, config)
         del sample
         shards = []

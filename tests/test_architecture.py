@@ -12,7 +12,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "rag"
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
 # Issue 28, measured at its start (commit 2c91034): 15 levels, 234 arrows among rag's modules. Lower these as the graph shrinks; never raise them.
-MAX_LEVELS, MAX_ARROWS = 11, 230
+MAX_LEVELS, MAX_ARROWS = 11, 229
 
 
 def module_name(path: Path) -> str:

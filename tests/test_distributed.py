@@ -1,11 +1,13 @@
 """Ray backends on a real local Ray cluster (2 CPUs): the oracle is the single-process flat index."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from rag.build import BuildConfig, build_index
-from rag.distributed import KILL_ONCE_ENV, open_index_in_ray_actors, ray_shard_encoder
+from rag.distributed import open_index_in_ray_actors, ray_shard_encoder
 from rag.embeddings import encode_store_shards, shard_paths
 from rag.encoders import EncoderConfig
 from rag.qa_data import load_qa
@@ -64,7 +66,16 @@ def test_killed_shard_task_is_retried_and_the_result_is_identical(ray_cluster, t
     marker = tmp_path / "kill-once"
     marker.touch()
     shard_dir = tmp_path / "shards"
-    encode = ray_shard_encoder(num_workers=2, runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker)}}, progress=False)
+    claim = str(marker)
+
+    def die_once(_: int) -> None:  # runs in a Ray worker: the first task to rename the marker away dies mid-shard,
+        try:  # as a worker killed by the OS or a lost node would (os.rename is atomic: exactly one task claims it)
+            os.rename(claim, claim + ".claimed")
+        except FileNotFoundError:
+            return
+        os._exit(1)
+
+    encode = ray_shard_encoder(num_workers=2, on_batch=die_once, progress=False)
     encode(store_path, shard_dir, N_STORE // 4, EncoderConfig(precision="fp32"))
     assert not marker.exists() and marker.with_name("kill-once.claimed").exists()  # a worker did die (os._exit)
     assert shard_files(shard_dir) == [p.name for p in shard_paths(shard_dir, N_STORE, N_STORE // 4)]  # no .tmp left

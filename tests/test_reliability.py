@@ -64,14 +64,14 @@ def test_train_refuses_an_out_folder_that_is_not_a_checkpoint(tmp_path, tiny, ca
     thesis.mkdir()
     (thesis / "thesis.txt").write_text("four years of work")
     err = error_of(capsys, "train", "--questions", str(tmp_path / "q.jsonl"), "--index", str(tiny.path), "--out", str(thesis))
-    assert "thesis.txt" in err and "not a training checkpoint" in err
+    assert "thesis.txt" in err and "not a joint-training checkpoint" in err
     assert (thesis / "thesis.txt").read_text() == "four years of work" and not (tmp_path / "thesis.partial").exists()
 
 
 def test_train_out_dot_is_refused_up_front(tmp_path, tiny, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     err = error_of(capsys, "train", "--questions", "q.jsonl", "--index", str(tiny.path), "--out", ".")
-    assert "not a training checkpoint" in err and "empty name" not in err
+    assert "not a joint-training checkpoint" in err and "empty name" not in err
 
 
 def test_overwrite_refuses_a_folder_that_is_not_an_index(tmp_path, small_corpus_jsonl, capsys):

@@ -40,7 +40,7 @@ def gold_scores(query_encoder, index, example: QAExample, k: int) -> tuple[float
 
 
 def settings(index, out, **kw) -> TrainConfig:
-    return TrainConfig(questions="(in memory)", index=str(index.path), out=str(out), k=4, batch_size=1, max_length=96, reader_lr=5e-5, query_lr=1e-4, **kw)
+    return TrainConfig(questions="(in memory)", index=str(index.path), out=str(out), k=4, batch_size=1, max_length=96, lr=5e-5, query_lr=1e-4, **kw)
 
 
 def test_joint_training_moves_the_query_encoder_toward_the_gold_passage_and_resumes(tiny_index, encoder, tmp_path):
@@ -106,7 +106,7 @@ def test_joint_training_from_a_generator_folder_keeps_its_settings(tiny_index, t
     start = tmp_path / "start"
     RagGenerator(GeneratorConfig(model=tiny_model("bart", tmp_path / "bart"), copy_only=True, score_scale=10.0)).save(start)
     out = tmp_path / "gen"
-    config = TrainConfig(**{**settings(tiny_index, out).__dict__, "reader": "rag-sequence", "generator": str(start), "reader_lr": 1e-3})
+    config = TrainConfig(**{**settings(tiny_index, out).__dict__, "reader": "rag-sequence", "generator": str(start), "lr": 1e-3})
     assert train(config, [DUNE], progress=False).questions_used == 1  # "Frank Herbert" is in Dune's passage
     trained = load_generator(out / "reader")
     assert (trained.config.copy_only, trained.config.score_scale) == (True, 10.0)
@@ -128,7 +128,7 @@ def test_joint_training_of_a_rag_token_generator(tiny_index, tmp_path):
 
     out = tmp_path / "gen"
     config = settings(tiny_index, out, epochs=2)
-    config = TrainConfig(**{**config.__dict__, "reader": "rag-token", "generator": tiny_model("bart", tmp_path / "bart"), "reader_lr": 1e-3})
+    config = TrainConfig(**{**config.__dict__, "reader": "rag-token", "generator": tiny_model("bart", tmp_path / "bart"), "lr": 1e-3})
     report = train(config, [DUNE], progress=False)
     assert report.questions_used == 2
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -163,7 +163,7 @@ def test_rehearsal_trains_on_gold_paragraphs_too_and_raises_their_likelihood(tin
             return float(generator.answer_log_likelihood(question, [passage], torch.zeros(1), (answer,)))
 
     out = tmp_path / "rehearsed"
-    config = TrainConfig(**{**settings(tiny_index, out, epochs=3).__dict__, "reader": "rag-sequence", "generator": str(start), "reader_lr": 1e-3,
+    config = TrainConfig(**{**settings(tiny_index, out, epochs=3).__dict__, "reader": "rag-sequence", "generator": str(start), "lr": 1e-3,
                             "rehearse_squad": str(squad), "rehearse_per_step": 2})
     report = train(config, [nowhere], progress=False)
     assert report.questions_used == 0  # the retrieved passages gave nothing to learn from ...

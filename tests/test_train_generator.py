@@ -32,7 +32,7 @@ def test_train_generator_trains_saves_resumes_and_generates(tmp_path, capsys):
         assert all(f.get_tensor(k).itemsize == 2 for k in f.keys() if f.get_tensor(k).is_floating_point())
     assert json.loads((folder / "generator.json").read_text())["format"] == "rag-generator v1"
     assert main(args) == 0 and "resuming" in capsys.readouterr().err  # same settings: resumed (nothing left)
-    assert main(args[:-2] + ["--lr", "0.5"]) == 2 and "other settings (lr)" in capsys.readouterr().err
+    assert main(args[:-2] + ["--lr", "0.5"]) == 2 and "other settings (lr: " in capsys.readouterr().err
 
     for variant in ("sequence", "token"):  # the folder is a RAG generator as it is
         generator = load_reader(str(folder)) if variant == "sequence" else load_reader("rag-token", ReaderOptions(generator=str(folder)))

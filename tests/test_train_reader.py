@@ -69,7 +69,7 @@ def test_train_reader_trains_saves_resumes_and_answers(tmp_path, capsys):
     assert main(args) == 0  # the same settings resume: nothing left to do at step 2 of 2
     assert "resuming" in capsys.readouterr().err
     assert main(args[:-2] + ["--lr", "0.5"]) == 2  # other settings are refused, not silently continued
-    assert "other settings (lr)" in capsys.readouterr().err
+    assert "other settings (lr: " in capsys.readouterr().err
 
     shipped = tmp_path / "shipped"
     assert main(["export-reader", str(out), "--out", str(shipped)]) == 0  # a checkpoint -> weights only
