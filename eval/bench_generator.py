@@ -2,8 +2,8 @@
 
     .venv/bin/python eval/bench_generator.py [--qa-limit 200] [--k 10] [--decoding-limit 100] [--squad-limit -1] [--sequence-decoding fast]
 
-1. Open-domain QA over indexes/default (dense retrieval), NQ-open dev and EfficientQA dev (the first
-   --qa-limit questions of each), k passages read: the shipped span reader, RAG-Sequence and
+1. Open-domain QA over --index (default: indexes/default; dense retrieval), NQ-open dev, EfficientQA dev and
+   WebQuestions val+devtest (the first --qa-limit questions of each), k passages read: the shipped span reader, RAG-Sequence and
    RAG-Token (the shipped generator, models/generator): EM/F1, dense top-k, each generator's EM as a
    share of the span reader's, and questions/s (retrieval + reading, this machine).
 2. Decoding options on the first --decoding-limit NQ-open dev questions: RAG-Sequence "thorough"
@@ -38,7 +38,9 @@ from rag.report import format_table, percent, write_json  # noqa: E402
 from rag.retrieve import load_retriever  # noqa: E402
 
 SHARED = shared_data()
-QA_SETS = {"NQ-open dev": SHARED / "nq-open" / "NQ-open.dev.jsonl", "EfficientQA dev": SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl"}
+# name -> the files of one report set (WebQuestions' two report files count as one set, as in bench_retrieval)
+QA_SETS = {"NQ-open dev": [SHARED / "nq-open" / "NQ-open.dev.jsonl"], "EfficientQA dev": [SHARED / "nq-open" / "NQ-open.efficientqa.dev.1.1.jsonl"],
+           "WebQuestions val+devtest": [SHARED / "webquestions" / "val.json", SHARED / "webquestions" / "devtest.json"]}
 QA_COLUMNS = ["set", "reader", "k", "EM", "F1", "dense top-k", "EM / span reader's", "questions/s"]
 
 
@@ -51,7 +53,7 @@ def main() -> None:
     ap.add_argument("--squad-limit", type=int, default=-1, help="SQuAD dev questions with the gold paragraph (0: all; -1: skip)")
     ap.add_argument("--sequence-decoding", default="thorough", choices=("thorough", "fast"), help="RAG-Sequence decoding in the open-domain table (default: %(default)s)")
     ap.add_argument("--generator", default=None, help="a generator folder to measure instead of models/generator (e.g. a `rag train --reader rag-sequence` checkpoint's reader)")
-    ap.add_argument("--qa", default=None, help="question files for the open-domain table instead of NQ-open dev and EfficientQA dev, comma-separated "
+    ap.add_argument("--qa", default=None, help="question files for the open-domain table instead of the report sets, comma-separated "
                     "(held-out training questions, to choose between generators without touching the report sets)")
     ap.add_argument("--qa-start", type=int, default=0, help="skip the first N questions of each set (with --qa: those trained on)")
     ap.add_argument("--json", default="eval/out/bench_generator.json")
@@ -78,9 +80,9 @@ def variant(generator: RagGenerator, **changes) -> RagGenerator:
 
 def open_domain_table(retriever, readers: dict, args) -> list[dict]:
     rows, table, parts = [], [], LoadedParts()  # one index and query encoder for every reader
-    sets = {Path(p).name: Path(p) for p in args.qa.split(",")} if args.qa else QA_SETS
-    for set_name, path in sets.items():
-        examples = load_qa(str(path))[args.qa_start :][: args.qa_limit or None]
+    sets = {Path(p).name: [Path(p)] for p in args.qa.split(",")} if args.qa else QA_SETS
+    for set_name, paths in sets.items():
+        examples = [e for path in paths for e in load_qa(str(path))][args.qa_start :][: args.qa_limit or None]
         span_em = None
         for name, reader in readers.items():
             pipeline = load_pipeline(PipelineConfig(args.index, k=args.k, rerank=None), parts, reader=reader)
@@ -94,7 +96,7 @@ def open_domain_table(retriever, readers: dict, args) -> list[dict]:
             table.append([f"{set_name} ({len(examples)})", name, args.k, percent(report.exact_match), percent(report.mean_f1), percent(top_k),
                           f"{100 * share:.0f}%", f"{qps:.2f}"])
             print(format_table(QA_COLUMNS, table[-1:]).splitlines()[-1], flush=True)
-    print(f"\nopen-domain QA over the built-in corpus, dense retrieval, k={args.k} (%)")
+    print(f"\nopen-domain QA over {args.index}, dense retrieval, k={args.k} (%)")
     print(format_table(QA_COLUMNS, table) + "\n")
     return rows
 
