@@ -7,7 +7,7 @@ models/retriever's card; eval/tune_pipeline.py tunes retrieval on them): DPR's N
 dev topics and WebQuestions trainmodel.json, none trained on and none a report set. The default
 pipeline (rag.pipeline.load_pipeline, re-ranked) retrieves k passages once per question; the hits are
 kept in --out-dir, so a rerun with another reader reads the same passages. Each variant of p(z|q)
-(rag.read.ReaderConfig passage_prior x selection_weight) then reads them, and the table gives EM,
+(rag.read.ReaderConfig passage_prior x selection_weight, with and without the titles read) then reads them, and the table gives EM,
 F1, EM among the questions whose top-1 passage holds an answer, and the half-right threshold: the
 largest p on a 0.05 grid below which answers are right less than half the time
 (eval/bench_misses.py's rule), and the not-sure threshold: the largest such p below which answers
@@ -37,12 +37,14 @@ from rag.train.retriever import RetrieverTrainConfig, split_questions  # noqa: E
 from rag.types import Hit  # noqa: E402
 
 NOT_SURE_RIGHT_SHARE = 0.05  # "not sure" below the largest p under which answers are right less than 1 time in 20
-VARIANTS = {  # name -> (passage_prior, selection_weight)
-    "retrieval + selection (v1 reader)": ("retrieval", 1.0),
-    "rerank + selection": ("rerank", 1.0),
-    "rerank + selection / 2": ("rerank", 0.5),
-    "rerank alone": ("rerank", 0.0),
-    "retrieval alone": ("retrieval", 0.0),
+VARIANTS = {  # name -> (passage_prior, selection_weight, read_titles)
+    "retrieval + selection (v1 reader)": ("retrieval", 1.0, True),
+    "rerank + selection": ("rerank", 1.0, True),
+    "rerank + selection / 2": ("rerank", 0.5, True),
+    "rerank alone": ("rerank", 0.0, True),
+    "retrieval alone": ("retrieval", 0.0, True),
+    "rerank + selection (no titles)": ("rerank", 1.0, False),
+    "rerank alone (no titles)": ("rerank", 0.0, False),
 }
 
 
@@ -67,8 +69,8 @@ def main() -> int:
     hits = cached_hits(pipeline, [ex.question for ex in held], args.k, Path(args.out_dir) / f"tune_reader-hits-{Path(args.index).name}-k{args.k}.json")
     reader = pipeline.reader
     rows, results = [], {}
-    for name, (prior, weight) in ((n, VARIANTS[n]) for n in args.variants.split(",")):
-        reader.config = replace(reader.config, passage_prior=prior, selection_weight=weight)
+    for name, (prior, weight, titles) in ((n, VARIANTS[n]) for n in args.variants.split(",")):
+        reader.config = replace(reader.config, passage_prior=prior, selection_weight=weight, read_titles=titles)
         answers = reader.read([ex.question for ex in held], hits)
         records = [qa_record(ex, h, a) for ex, h, a in zip(held, hits, answers)]
         top1 = [r for r in records if r["top1_has_answer"]]
@@ -76,14 +78,14 @@ def main() -> int:
         scores, ems = [r["probability"] for r in records], [r["exact_match"] for r in records]
         not_sure = half_right_threshold(scores, ems, NOT_SURE_RIGHT_SHARE)
         below = [em for s, em in zip(scores, ems) if not_sure is not None and s < not_sure]
-        results[name] = {"passage_prior": prior, "selection_weight": weight, "exact_match": mean(ems),
+        results[name] = {"passage_prior": prior, "selection_weight": weight, "read_titles": titles, "exact_match": mean(ems),
                          "f1": mean(r["f1"] for r in records), "top1_questions": len(top1), "top1_exact_match": mean(r["exact_match"] for r in top1),
                          "calibration": cal, "not_sure_below": not_sure, "share_not_sure": len(below) / len(records),
                          "exact_match_not_sure": mean(below), "exact_match_sure": mean(em for s, em in zip(scores, ems) if not_sure is None or s >= not_sure),
                          "answers": [[s, em] for s, em in zip(scores, ems)]}
         r = results[name]
         rows.append([name, percent(r["exact_match"]), percent(r["f1"]), percent(r["top1_exact_match"]), cal["half_right_threshold"], not_sure,
-                     percent(r["share_not_sure"]), percent(r["exact_match_sure"])])
+                     percent(r["share_not_sure"]), "-" if r["exact_match_sure"] is None else percent(r["exact_match_sure"])])  # "-": every answer is below it
         print(f"  read: {name}", file=sys.stderr, flush=True)
     any_answer = mean(any(has(h, ex) for h in question_hits) for ex, question_hits in zip(held, hits))
     print(f"{len(held)} held-out training questions over {args.index}, k={args.k}, reader {args.reader}; top-{args.k} holds an answer for {percent(any_answer)}%")

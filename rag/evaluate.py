@@ -303,7 +303,7 @@ def paragraph_windows(reader, question: str, title: str, context: str, doc_strid
     from rag.read import TITLE_SEPARATOR
     from rag.types import Passage
 
-    prefix = f"{title}{TITLE_SEPARATOR}" if title else ""
+    prefix = f"{title}{TITLE_SEPARATOR}" if title and getattr(reader.config, "read_titles", True) else ""  # as the reader reads passages
     window = getattr(reader.config, "max_length", None) or reader.config.max_source_length  # span reader / generator
     enc = reader.tokenizer(question, prefix + context, truncation="only_second", max_length=window,
                            stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)

@@ -34,7 +34,7 @@ RERANKER_FORMAT, RERANKER_FILE = "rag-reranker v1", "reranker.json"
 RERANKER_KIND = ArtifactKind("a reranker folder", RERANKER_FILE, RERANKER_FORMAT)
 HEADERS = {READER_FILE: READER_FORMAT, RERANKER_FILE: RERANKER_FORMAT}  # a SpanReader folder's type header -> its format
 # Settings a reader is trained with: None in a ReaderConfig means the saved reader's own (reader.json), else these.
-TRAINED_DEFAULTS = {"max_length": 256, "max_answer_tokens": 10, "score_scale": 20.0}
+TRAINED_DEFAULTS = {"max_length": 256, "max_answer_tokens": 10, "score_scale": 20.0, "read_titles": True}
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
 # The span reader's "not sure" threshold: below it `rag ask` and the demo say "not sure" and show the
 # answer as a guess (Answer.is_sure). Chosen by eval/tune_reader.py on the 1,021 held-out training
@@ -49,7 +49,7 @@ NOT_SURE_BELOW = 0.25
 class ReaderConfig:
     model: str = "default"  # "default" (offline MiniLM + new span head), a reader folder, or a hub QA checkpoint id
     device: str | None = None  # None: cuda when available, else cpu
-    # The next three, None: the saved reader's setting, else TRAINED_DEFAULTS (256, 10, 20.0); a value given is used as it is.
+    # The next three and read_titles, None: the saved reader's setting, else TRAINED_DEFAULTS (256, 10, 20.0, True); a value given is used as it is.
     max_length: int | None = None  # tokens of [CLS] question [SEP] title [SEP] passage; the passage is truncated
     max_answer_tokens: int | None = None  # longest span considered
     spans_per_passage: int = 5  # best spans of each passage kept as answer candidates
@@ -58,6 +58,7 @@ class ReaderConfig:
     # Chosen by eval/tune_reader.py on 1,021 held-out training questions over indexes/wiki2015, k=10: EM 11.5 -> 13.2.
     passage_prior: str = "rerank"
     selection_weight: float = 1.0  # read(): how much the reader's own selection logit adds to p(z|q) (0: the prior alone)
+    read_titles: bool | None = None  # `title [SEP] text`, or the text alone (False: costs 0.7 EM held out; see the README)
     batch_size: int = 16  # passages per forward pass at inference
     precision: str = "auto"  # auto | bf16 | fp32: bf16 weights where the CPU/GPU runs them fast (>= 2x fp32, same answers)
     inference_only: bool = False  # no training or saving: a plain BERT folder loads through rag.bert, without transformers (same logits, faster start)
@@ -138,7 +139,7 @@ class SpanReader:
 
     def encode(self, question: str, passages: list[Passage]) -> ReaderInputs:
         torch = self._torch
-        seconds = _second_segments(passages)
+        seconds = _second_segments(passages, self.config.read_titles)
         question = self._fit_question(question)
         enc = self.tokenizer(
             [question] * len(passages), seconds, truncation="only_second", max_length=self.config.max_length,
@@ -182,7 +183,7 @@ class SpanReader:
             return logits
         max_length = max_length or self.config.max_length
         question = self._fit_question(question, max_length)
-        enc = self.tokenizer([question] * len(passages), _second_segments(passages), truncation="only_second", max_length=max_length)
+        enc = self.tokenizer([question] * len(passages), _second_segments(passages, self.config.read_titles), truncation="only_second", max_length=max_length)
         order = sorted(range(len(passages)), key=lambda i: len(enc["input_ids"][i]))
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         with torch.inference_mode():
@@ -319,9 +320,9 @@ def _answer_span(passage: Passage, answer: str, span: Span) -> Span | None:
     return Span(span.passage_id, start, end)
 
 
-def _second_segments(passages: list[Passage]) -> list[str]:
-    """The reader's second segment per passage: `title [SEP] text` (the text alone when untitled)."""
-    return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title else p.text for p in passages]
+def _second_segments(passages: list[Passage], titles: bool = True) -> list[str]:
+    """The reader's second segment per passage: `title [SEP] text` (the text alone when untitled or `titles` is off)."""
+    return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title and titles else p.text for p in passages]
 
 
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):

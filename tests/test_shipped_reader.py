@@ -1,0 +1,58 @@
+"""The shipped span reader (models/reader) answers plain questions exactly when the passage that holds
+the answer is in front of it (issue 27): real lead passages of the built-in corpus, in the order the
+default pipeline retrieves them (a distractor first where it ranks one first)."""
+from __future__ import annotations
+
+import pytest
+
+from rag.corpus import read_passages
+from rag.metrics import exact_match
+from rag.paths import SHIPPED_READER, shipped_model
+from rag.read import ReaderConfig, SpanReader
+from rag.types import Hit
+
+# Still wrong with models/reader v2/v3: when the answer is the passage's own title the SQuAD-trained reader
+# avoids it (SQuAD questions almost never answer with their article's title). Read without the title it
+# answers both (Alexander Graham Bell p 0.92), but on held-out training questions dropping titles costs
+# 0.7 EM (eval/tune_reader.py), so the fix belongs in training. strict: a reader that answers them fails
+# these marks, and the marks come off.
+TITLE_IS_THE_ANSWER = pytest.mark.xfail(strict=True, reason="the reader avoids answers equal to the passage title (issue 27)")
+
+# question, passage ids read (in that order), the answer the shipped reader must give
+QUESTIONS = [
+    pytest.param("who invented the telephone", ["Alexander Graham Bell-0", "Alkali metal-0"], "Alexander Graham Bell", marks=TITLE_IS_THE_ANSWER),
+    pytest.param("which element has the atomic number 1", ["Alkali metal-0", "Hydrogen-0"], "Hydrogen", marks=TITLE_IS_THE_ANSWER),
+    pytest.param("who wrote dracula", ["Dracula-0", "Alexander Graham Bell-0"], "Bram Stoker"),
+    pytest.param("who developed the theory of relativity", ["Theory of relativity-0", "Albert Einstein-0"], "Albert Einstein"),
+]
+
+
+@pytest.fixture(scope="module")
+def passages():
+    wanted = {pid for q in QUESTIONS for pid in q.values[1]}
+    return {p.id: p for p in read_passages("default") if p.id in wanted}
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    folder = shipped_model(SHIPPED_READER)
+    if folder is None:
+        pytest.skip("no shipped reader in models/")
+    return SpanReader(ReaderConfig(model=str(folder), inference_only=True))
+
+
+@pytest.mark.parametrize("question,ids,expected", QUESTIONS)
+def test_the_shipped_reader_answers_from_the_passage_in_front_of_it(shipped, passages, question, ids, expected):
+    hits = [Hit(passages[pid], 0.5, rank) for rank, pid in enumerate(ids, 1)]
+    [answer] = shipped.read([question], [hits])
+    assert exact_match(answer.text, (expected,)), f"{question!r}: {answer.text!r} (p {answer.score:.2f})"
+
+
+def test_read_titles_false_reads_the_passage_text_alone(shipped, passages):
+    """The shipped reader reads `title [SEP] text` (on held-out training questions the title is worth
+    0.7 EM, eval/tune_reader.py); read_titles=False drops the title and its separator."""
+    assert shipped.config.read_titles is True
+    bell = passages["Alexander Graham Bell-0"]
+    plain = SpanReader(ReaderConfig(model=shipped.config.model, inference_only=True, read_titles=False))
+    lengths = [int(r.encode("who invented the telephone", [bell]).features["attention_mask"][0].sum()) for r in (shipped, plain)]
+    assert lengths[0] - lengths[1] == len(shipped.tokenizer.tokenize(bell.title)) + 1  # the title and its [SEP]
