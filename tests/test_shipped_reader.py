@@ -11,7 +11,7 @@ from rag.paths import SHIPPED_READER, shipped_model
 from rag.read import ReaderConfig, SpanReader
 from rag.types import Hit
 
-# Still wrong with models/reader v2/v3: when the answer is the passage's own title the SQuAD-trained reader
+# Still wrong with models/reader v2: when the answer is the passage's own title the SQuAD-trained reader
 # avoids it (SQuAD questions almost never answer with their article's title). Read without the title it
 # answers both (Alexander Graham Bell p 0.92), but on held-out training questions dropping titles costs
 # 0.7 EM (eval/tune_reader.py), so the fix belongs in training. strict: a reader that answers them fails
