@@ -300,10 +300,10 @@ def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "read
 
 def paragraph_windows(reader, question: str, title: str, context: str, doc_stride: int) -> list:
     """The paragraph as passages of at most one reader window each, overlapping by `doc_stride` tokens, cut at spaces."""
-    from rag.read import TITLE_SEPARATOR
+    from rag.read import title_prefix
     from rag.types import Passage
 
-    prefix = f"{title}{TITLE_SEPARATOR}" if title and getattr(reader.config, "read_titles", True) else ""  # as the reader reads passages
+    prefix = title_prefix(title, getattr(reader.config, "read_titles", True))  # as the reader reads passages (a generator: always)
     window = getattr(reader.config, "max_length", None) or reader.config.max_source_length  # span reader / generator
     enc = reader.tokenizer(question, prefix + context, truncation="only_second", max_length=window,
                            stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True)

@@ -139,7 +139,7 @@ class SpanReader:
 
     def encode(self, question: str, passages: list[Passage]) -> ReaderInputs:
         torch = self._torch
-        seconds = _second_segments(passages, self.config.read_titles)
+        seconds = [title_prefix(p.title, self.config.read_titles) + p.text for p in passages]
         question = self._fit_question(question)
         enc = self.tokenizer(
             [question] * len(passages), seconds, truncation="only_second", max_length=self.config.max_length,
@@ -183,7 +183,7 @@ class SpanReader:
             return logits
         max_length = max_length or self.config.max_length
         question = self._fit_question(question, max_length)
-        enc = self.tokenizer([question] * len(passages), _second_segments(passages, self.config.read_titles), truncation="only_second", max_length=max_length)
+        enc = self.tokenizer([question] * len(passages), [title_prefix(p.title, self.config.read_titles) + p.text for p in passages], truncation="only_second", max_length=max_length)
         order = sorted(range(len(passages)), key=lambda i: len(enc["input_ids"][i]))
         names = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
         with torch.inference_mode():
@@ -320,9 +320,9 @@ def _answer_span(passage: Passage, answer: str, span: Span) -> Span | None:
     return Span(span.passage_id, start, end)
 
 
-def _second_segments(passages: list[Passage], titles: bool = True) -> list[str]:
-    """The reader's second segment per passage: `title [SEP] text` (the text alone when untitled or `titles` is off)."""
-    return [f"{p.title}{TITLE_SEPARATOR}{p.text}" if p.title and titles else p.text for p in passages]
+def title_prefix(title: str, read_titles: bool = True) -> str:
+    """What precedes a passage's text in the reader's second segment: `title [SEP] ` ("" when untitled or titles are off)."""
+    return f"{title}{TITLE_SEPARATOR}" if title and read_titles else ""
 
 
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):

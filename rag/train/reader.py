@@ -50,12 +50,12 @@ def squad_windows(questions: list[SquadQuestion], tokenizer, max_length: int, do
     The second segment is `title [SEP] context`, as rag.read.SpanReader builds it.
     """
     from rag.fast_tokenizer import cut_to_tokens
-    from rag.read import TITLE_SEPARATOR
+    from rag.read import title_prefix
 
     windows = []
     for i in range(0, len(questions), 1000):
         chunk = questions[i : i + 1000]
-        prefixes = [f"{q.title}{TITLE_SEPARATOR}" if q.title else "" for q in chunk]
+        prefixes = [title_prefix(q.title) for q in chunk]
         enc = tokenizer(
             [cut_to_tokens(tokenizer, q.question, question_tokens) for q in chunk], [p + q.context for p, q in zip(prefixes, chunk)],
             truncation="only_second", max_length=max_length, stride=doc_stride, return_overflowing_tokens=True, return_offsets_mapping=True,
