@@ -45,13 +45,15 @@ test: setup browser
 test-all: setup browser
 	$(PY) -m pytest -q
 
-# The shipped span reader (models/reader v2, see its README.md) from ../shared/data/squad: 0.75 epoch, then 0.4 more
-# at half the learning rate; ~140 min on 2 CPU cores (bf16). Both runs resume after a kill.
-reader: setup
+# The shipped span reader (models/reader v4, see its README.md) from ../shared/data/squad: 0.75 epoch, then 0.4 more
+# at half the learning rate, then 0.25 with open-domain training questions over indexes/default (needs `make index`); ~140 min on 2 CPU cores (bf16). Both runs resume after a kill.
+reader: index
 	$(RAG) train reader --squad $(SHARED)/squad/train-v1.1.rebuilt.json.gz --out checkpoints/reader-squad --epochs 0.75 --save-every 300
 	$(RAG) train reader --squad $(SHARED)/squad/train-v1.1.rebuilt.json.gz --out checkpoints/reader-squad-2 --start-from checkpoints/reader-squad/reader \
 		--epochs 0.4 --lr 5e-5 --seed 1 --save-every 200
-	$(RAG) export-reader checkpoints/reader-squad-2/reader --out models/reader
+	$(RAG) train reader --squad $(SHARED)/squad/train-v1.1.rebuilt.json.gz --out checkpoints/reader-od-4 --start-from checkpoints/reader-squad-2/reader \
+		--questions $(RETRIEVER_QUESTIONS) --index $(INDEX) --questions-repeat 2 --epochs 0.25 --lr 5e-5 --seed 3 --save-every 200
+	$(RAG) export-reader checkpoints/reader-od-4/reader --out models/reader
 
 # The shipped retriever (models/retriever, see its README.md): the query tower trained on DPR's NQ dev and TriviaQA dev
 # topics and WebQuestions train against indexes/default's MiniLM passage vectors, ~15 min on 2 CPU cores (bf16).

@@ -118,6 +118,11 @@ def _add_train_squad_parsers(sub) -> None:
     r.add_argument("--start-from", default=C.start_from, help="'default' (MiniLM + new span head) or a span-reader folder (default: %(default)s)")
     r.add_argument("--max-length", type=int, default=C.max_length, help="tokens per window (default: %(default)s)")
     r.add_argument("--doc-stride", type=int, default=C.doc_stride, help="tokens of overlap between windows of a long paragraph (default: %(default)s)")
+    r.add_argument("--questions", default=C.questions, help="open-domain QA files, comma-separated, read over --index as more training windows "
+                   "(rag train retriever's training split of them: its held-out share is never read)")
+    r.add_argument("--index", default=C.index, help="with --questions: the index whose dense top -k passages they are read over")
+    r.add_argument("-k", type=positive_int, default=C.k, help="with --questions: passages retrieved per question (default: %(default)s)")
+    r.add_argument("--questions-repeat", type=positive_int, default=C.questions_repeat, help="with --questions: each of their windows this many times per epoch (default: %(default)s)")
     r.set_defaults(func=commands.cmd_train_reader)
 
     g = sub.add_parser("generator", help="train the RAG generator (BERT-to-BERT from offline MiniLM weights) on SQuAD: passage + question -> answer")

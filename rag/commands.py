@@ -334,6 +334,7 @@ def cmd_train_reader(args) -> None:
 
     report = train_reader(ReaderTrainConfig(
         squad=args.squad, out=args.out, start_from=args.start_from, max_length=args.max_length, doc_stride=args.doc_stride,
+        questions=args.questions, index=args.index, k=args.k, questions_repeat=args.questions_repeat,
         batch_size=args.batch_size, lr=args.lr, epochs=args.epochs, max_steps=args.max_steps, max_minutes=args.max_minutes, limit=args.limit,
         save_every=args.save_every, precision=args.precision, seed=args.seed, device=args.device,
     ))

@@ -13,7 +13,7 @@ from rag.pipeline import PipelineConfig, load_pipeline
 from rag.readers import ReaderOptions, load_reader
 from rag.read import ReaderConfig, SpanReader
 from rag.qa_data import load_squad
-from rag.train.reader import squad_windows
+from rag.train.reader import ReaderTrainConfig, first_answer, retrieved_questions, squad_windows
 from rag.types import Hit, Passage, RagError
 from tests.conftest import shared
 
@@ -42,6 +42,53 @@ def test_sliding_windows_keep_every_answer():
     for q in questions:  # each answer is recovered from the tokens of some window (whole tokens: "gold" reads "golden")
         assert any(squash(q.answer_text) in d for d in decoded), q.answer_text
     assert any(w["start"] < 0 for w in windows)  # and windows without the answer exist, as negatives
+
+
+def test_first_answer_takes_whole_words_in_any_case():
+    text = "The Parisian Metro serves Paris. PARIS is the capital."
+    assert first_answer(text, ("paris",)) == (26, 31)  # not inside "Parisian"
+    assert first_answer(text, ("capital", "Metro")) == (13, 18)  # the earliest of several answers
+    assert first_answer(text, ("Lyon", "  ")) is None
+
+
+def _nq_file(path, questions: dict[str, str]):
+    path.write_text("".join(json.dumps({"question": q, "answer": [a]}) + "\n" for q, a in questions.items()))
+    return path
+
+
+def test_open_domain_questions_become_windows_over_the_index(small_index, tmp_path):
+    """Each retrieved passage holding the answer is a span positive at the answer's own characters; each
+    answered question adds its best-ranked passage without the answer as a selection negative; a question
+    no passage answers adds nothing; rag train retriever's held-out share is never read."""
+    from rag.encoders import default_model_path
+    from rag.qa_data import load_qa
+    from rag.train.retriever import RetrieverTrainConfig, split_questions
+    from transformers import AutoTokenizer
+
+    unanswerable = {f"what is the name of imaginary planet number {i}": f"Xylo{i}" for i in range(30)}
+    path = _nq_file(tmp_path / "qa.jsonl", BUILT_IN_QUESTIONS | unanswerable)
+    held, training = split_questions(RetrieverTrainConfig(questions=(str(path),), index=str(small_index.path), out="-"))
+    assert held and len(held) + len(training) == len(load_qa(path))
+    config = ReaderTrainConfig(squad="-", out="-", questions=str(path), index=str(small_index.path), k=3, questions_repeat=2)
+    examples = retrieved_questions(config, progress=False)
+    assert {q.question for q in examples} <= {ex.question for ex in training} - set(unanswerable)
+    once = examples[: len(examples) // 2]
+    assert examples == once * 2  # questions_repeat
+    positives = [q for q in once if q.answer_text]
+    assert len({q.question for q in positives}) >= 3
+    assert {normalize_answer(q.answer_text) for q in positives} == {normalize_answer(BUILT_IN_QUESTIONS[q.question]) for q in positives}
+    assert all(q.context[q.answer_start :].startswith(q.answer_text) for q in positives)
+    negatives = [q for q in once if not q.answer_text]
+    assert negatives and len(negatives) <= len({q.question for q in positives})
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    windows = squad_windows(once, tokenizer, max_length=256, doc_stride=64, question_tokens=32)
+    assert [w["start"] >= 0 for w in windows] == [bool(q.answer_text) for q in once]  # a 100-word passage is one window
+
+
+def test_open_domain_questions_need_an_index(tmp_path):
+    path = _nq_file(tmp_path / "qa.jsonl", BUILT_IN_QUESTIONS)
+    with pytest.raises(RagError, match="need an index"):
+        retrieved_questions(ReaderTrainConfig(squad="-", out="-", questions=str(path)))
 
 
 def test_bad_squad_record_names_where(tmp_path):
@@ -143,3 +190,13 @@ def test_cli_ask_answers_and_marks_the_evidence_once(small_index, capsys):
     assert printed.startswith("answer: Miguel de Cervantes\n") and "UNTRAINED" not in printed
     assert ">>Miguel de Cervantes<<" in printed and ">>>>" not in printed
 
+
+
+def test_train_reader_with_open_domain_questions(small_index, tmp_path, capsys):
+    qa = _nq_file(tmp_path / "qa.jsonl", BUILT_IN_QUESTIONS)
+    out = tmp_path / "ckpt"
+    assert main(["train", "reader", "--squad", str(shared("squad/train-v1.1.rebuilt.json.gz")), "--limit", "8", "--questions", str(qa), "--index", str(small_index.path),
+                 "-k", "2", "--questions-repeat", "3", "--max-steps", "1", "--batch-size", "4", "--max-length", "128", "--doc-stride", "32", "--out", str(out)]) == 0
+    assert "each read 3x per epoch" in capsys.readouterr().err
+    config = json.loads((out / "run.json").read_text())["config"]
+    assert config["questions"] == str(qa) and config["k"] == 2 and (out / "reader" / "reader.json").exists()

@@ -7,6 +7,13 @@ truncation. A window holding the whole answer teaches the span head (cross-entro
 answer's start and end tokens) and is a positive for the passage-selection head; a window without
 it is a negative for the selection head only (DPR's reader: reject passages with no answer).
 
+With `questions` and `index`, open-domain questions join SQuAD (DPR's reader data): each is read
+over the index's dense top-k, every passage holding an answer string teaches the span head and the
+best-ranked one without teaches the selection head. SQuAD almost never asks for its article's own
+subject, and a reader trained on it alone learned to avoid answers equal to the passage's title
+("who invented the telephone" -> "scientist, and engineer" from the Alexander Graham Bell passage);
+open-domain questions ask for exactly that all the time.
+
 Training is resumable: `out/` holds `reader/` (a complete span-reader folder, fp16 weights, what
 ships) and `training_state.pt` (fp32 weights, optimizer, step; what resumes). Both are written by
 swapping in a finished folder. bf16 autocast is used on CPUs that support it (`avx512_bf16`, AMX),
@@ -33,6 +40,12 @@ class ReaderTrainConfig(TrainSettings):
     start_from: str = "default"  # "default" (MiniLM + new heads) or a span-reader folder
     max_length: int = 256  # tokens per window
     doc_stride: int = 128  # tokens of overlap between windows of one paragraph
+    # Open-domain questions (comma-separated QA files, any rag.qa_data format) read over `index`: only
+    # `rag train retriever`'s training split of them (its held-out share, eval/tune_reader.py's, is never read).
+    questions: str = ""
+    index: str = ""
+    k: int = 5  # passages retrieved per open-domain question
+    questions_repeat: int = 1  # each open-domain window this many times per epoch: they are ~7x fewer than SQuAD's
 
 
 @dataclass(frozen=True)
@@ -68,10 +81,49 @@ def squad_windows(questions: list[SquadQuestion], tokenizer, max_length: int, do
             a_start, a_end = prefix + q.answer_start, prefix + q.answer_start + len(q.answer_text)
             start = next((t for t, c in enumerate(context) if c and offsets[t][0] <= a_start < offsets[t][1]), -1)
             end = next((t for t in range(len(seq) - 1, -1, -1) if context[t] and offsets[t][0] < a_end <= offsets[t][1]), -1)
-            if start < 0 or end < start:
-                start = end = -1  # the answer is not (wholly) inside this window
+            if start < 0 or end < start or not q.answer_text:
+                start = end = -1  # the answer is not (wholly) inside this window, or there is none
             windows.append({"input_ids": enc["input_ids"][w], "token_type_ids": enc["token_type_ids"][w], "context": context, "start": start, "end": end})
     return windows
+
+
+def retrieved_questions(config: ReaderTrainConfig, progress: bool = True) -> list[SquadQuestion]:
+    """Open-domain training questions as SQuAD-shaped examples over their dense top-k passages: one per
+    passage that holds an answer (at its first whole-word occurrence), and one with no answer
+    (answer_text "") for each question's best-ranked passage without one."""
+    from rag.index_folder import open_index
+    from rag.retrieve import DenseRetriever
+    from rag.train.retriever import RetrieverTrainConfig, split_questions
+
+    if not config.index or config.k < 1 or config.questions_repeat < 1:
+        raise RagError("open-domain questions need an index to read them over, k >= 1 and questions_repeat >= 1")
+    _, training = split_questions(RetrieverTrainConfig(questions=tuple(q for q in config.questions.split(",") if q), index=config.index, out="-"))
+    retriever = DenseRetriever(open_index(config.index))
+    found, positives = [], 0
+    for start in range(0, len(training), 512):
+        batch = training[start : start + 512]
+        for example, hits in zip(batch, retriever.retrieve([ex.question for ex in batch], config.k)):
+            read, negative = [], None
+            for hit in hits:
+                where = first_answer(hit.passage.text, example.answers)
+                if where is not None:
+                    read.append(SquadQuestion(example.question, hit.passage.title, hit.passage.text, where[0], hit.passage.text[where[0] : where[1]]))
+                elif negative is None:
+                    negative = SquadQuestion(example.question, hit.passage.title, hit.passage.text, -1, "")
+            if read:  # a question none of whose passages answers teaches nothing a negative elsewhere does not
+                positives += len(read)
+                found += read + ([negative] if negative is not None else [])
+    log(f"{len(training):,} open-domain questions over {config.index} (top {config.k}): {positives:,} answer-bearing passages, "
+        f"{len(found) - positives:,} without, each read {config.questions_repeat}x per epoch", progress)
+    return found * config.questions_repeat
+
+
+def first_answer(text: str, answers: tuple[str, ...]) -> tuple[int, int] | None:
+    """(start, end) characters of the earliest whole-word, any-case occurrence of an answer in `text`."""
+    import re
+
+    spans = [m.span() for a in answers if a.strip() for m in [re.search(rf"(?<!\w){re.escape(a.strip())}(?!\w)", text, flags=re.IGNORECASE)] if m]
+    return min(spans) if spans else None
 
 
 def train_reader(config: ReaderTrainConfig, progress: bool = True) -> ReaderTrainReport:
@@ -86,9 +138,12 @@ def train_reader(config: ReaderTrainConfig, progress: bool = True) -> ReaderTrai
     check_out(config, READER_RUN_KIND)  # before minutes of tokenizing
     torch.manual_seed(config.seed)  # the new heads' initialization; batch order has its own random.Random(seed)
     reader = SpanReader(ReaderConfig(model=config.start_from, device=config.device, max_length=config.max_length, precision="fp32"))
-    windows = squad_windows(load_squad(config.squad, config.limit), reader.tokenizer, config.max_length, config.doc_stride, config.max_length // 4)
+    examples = load_squad(config.squad, config.limit)
+    if config.questions:
+        examples += retrieved_questions(config, progress)
+    windows = squad_windows(examples, reader.tokenizer, config.max_length, config.doc_stride, config.max_length // 4)
     batches = epoch_batches([len(w["input_ids"]) for w in windows], config.batch_size, config.epochs, config.seed)
-    log(f"{len(windows):,} windows from {config.squad}", progress)
+    log(f"{len(windows):,} windows from {config.squad}" + (" and the open-domain questions" if config.questions else ""), progress)
     report = fit(_SpanTrainee(reader, windows), batches, config, READER_RUN_KIND, "reader", progress)
     return ReaderTrainReport(report.steps, len(windows), report.mean_loss, report.seconds, str(Path(config.out).resolve() / "reader"))
 
