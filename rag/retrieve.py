@@ -121,10 +121,14 @@ def _min_max(hits: list[Hit]) -> list[float]:
     return [(h.score - lo) / (hi - lo) if hi > lo else 1.0 for h in hits]
 
 
-def load_retriever(index: IndexFolder, kind: str = "dense", encoder: Encoder | None = None, config: HybridConfig | None = None) -> Retriever:
-    """The retriever of `kind` (a RETRIEVERS name) over an opened index; `config` tunes the hybrid's fusion."""
+def load_retriever(index: IndexFolder | str, kind: str = "dense", encoder: Encoder | None = None, config: HybridConfig | None = None) -> Retriever:
+    """The retriever of `kind` (a RETRIEVERS name) over an index (opened, or its folder's path); `config` tunes the hybrid's fusion."""
     if kind not in RETRIEVER_FACTORIES:
         raise RagError(f"unknown retriever {kind!r}; valid: {', '.join(RETRIEVERS)}")
+    if isinstance(index, str):
+        from rag.index_folder import open_index
+
+        index = open_index(index)
     return RETRIEVER_FACTORIES[kind](index, encoder, config or HybridConfig())
 
 

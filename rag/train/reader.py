@@ -46,6 +46,9 @@ class ReaderTrainConfig(TrainSettings):
     index: str = ""
     k: int = 5  # passages retrieved per open-domain question
     questions_repeat: int = 1  # each open-domain window this many times per epoch: they are ~7x fewer than SQuAD's
+    # `rag train retriever`'s holdout and seed defaults, so that the same questions stay aside for every trainer
+    questions_holdout: float = 0.05
+    questions_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -91,14 +94,14 @@ def retrieved_questions(config: ReaderTrainConfig, progress: bool = True) -> lis
     """Open-domain training questions as SQuAD-shaped examples over their dense top-k passages: one per
     passage that holds an answer (at its first whole-word occurrence), and one with no answer
     (answer_text "") for each question's best-ranked passage without one."""
-    from rag.index_folder import open_index
-    from rag.retrieve import DenseRetriever
-    from rag.train.retriever import RetrieverTrainConfig, split_questions
+    from rag.qa_data import holdout_split, load_qa
+    from rag.retrieve import load_retriever
 
     if not config.index or config.k < 1 or config.questions_repeat < 1:
         raise RagError("open-domain questions need an index to read them over, k >= 1 and questions_repeat >= 1")
-    _, training = split_questions(RetrieverTrainConfig(questions=tuple(q for q in config.questions.split(",") if q), index=config.index, out="-"))
-    retriever = DenseRetriever(open_index(config.index))
+    examples = [ex for path in config.questions.split(",") if path for ex in load_qa(path)]
+    _, training = holdout_split(examples, config.questions_holdout, config.questions_seed)
+    retriever = load_retriever(config.index, "dense")
     found, positives = [], 0
     for start in range(0, len(training), 512):
         batch = training[start : start + 512]

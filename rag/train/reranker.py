@@ -46,7 +46,6 @@ class Group:
 
 def retrieved_groups(config: RerankerTrainConfig, progress: bool = True) -> list[Group]:
     """Each question's retrieved passages split by DPR's answer rule; questions with no positive or no negative are dropped."""
-    from rag.index_folder import open_index
     from rag.metrics import has_answer
     from rag.qa_data import holdout_split, load_qa
     from rag.retrieve import load_retriever
@@ -54,7 +53,7 @@ def retrieved_groups(config: RerankerTrainConfig, progress: bool = True) -> list
     examples = [ex for path in config.questions for ex in load_qa(path, limit=config.limit or None)]
     if config.holdout:  # leave out the retriever's held-out questions (the same ones, given its files and seed)
         examples = holdout_split(examples, config.holdout, config.seed)[1]
-    retriever = load_retriever(open_index(config.index), "dense")
+    retriever = load_retriever(config.index, "dense")
     groups = []
     for start in range(0, len(examples), 256):
         batch = examples[start : start + 256]
