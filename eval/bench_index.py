@@ -105,8 +105,9 @@ def accuracy_by_precision(index_path: str, encoders: dict) -> None:
 COMPRESSED = [
     ("flat", IndexConfig(kind="flat")),
     ("hnsw", IndexConfig(kind="hnsw")),
-    ("ivfpq default (PQ96 + sq8 refine)", IndexConfig(kind="ivfpq")),
-    ("ivfpq PQ96, no refine", IndexConfig(kind="ivfpq", pq_m=96, refine="none")),
+    ("ivfpq default (PQ96, no refine)", IndexConfig(kind="ivfpq")),
+    ("ivfpq PQ96 + sq8 refine", IndexConfig(kind="ivfpq", pq_m=96, refine="sq8")),
+    ("ivfpq PQ96 + flat refine", IndexConfig(kind="ivfpq", pq_m=96, refine="flat")),
     ("ivfpq OPQ96, no refine", IndexConfig(kind="ivfpq", pq_m=96, opq=True, refine="none")),
     ("ivfpq PQ48, no refine", IndexConfig(kind="ivfpq", pq_m=48, refine="none")),
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bz2
 import codecs
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,22 @@ def _suffix(path: Path) -> str:
 
 def folder_files(folder: Path) -> list[Path]:
     """A folder's files at any depth in sorted path order, less hidden ones (.DS_Store, .gitattributes)."""
-    files = (p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = (p for p in files_under(folder) if not any(part.startswith(".") for part in p.relative_to(folder).parts))
     return sorted(files, key=lambda p: p.relative_to(folder).parts)
+
+
+def files_under(folder: Path) -> Iterator[Path]:
+    """Every file at any depth under `folder`, through links to folders too (a corpus put together
+    from links to parts of another: Path.rglob does not follow them), each real folder once, so a
+    link back up the tree cannot loop."""
+    seen: set[str] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        yield from (Path(root) / name for name in names if (Path(root) / name).is_file())
 
 
 def is_wiki_file(path: Path) -> bool:
@@ -139,7 +154,7 @@ def is_wiki_file(path: Path) -> bool:
 
 def wiki_files(folder: Path) -> list[Path]:
     """The wiki_NN files at any depth under `folder`, in sorted path order (AA/wiki_00, ..., AB/wiki_00, ...)."""
-    return sorted((p for p in folder.rglob("wiki_*") if p.is_file() and is_wiki_file(p)), key=lambda p: p.relative_to(folder).parts)
+    return sorted((p for p in files_under(folder) if is_wiki_file(p)), key=lambda p: p.relative_to(folder).parts)
 
 
 def each_file(read: Callable) -> Callable:

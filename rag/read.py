@@ -36,12 +36,9 @@ HEADERS = {READER_FILE: READER_FORMAT, RERANKER_FILE: RERANKER_FORMAT}  # a Span
 # Settings a reader is trained with: None in a ReaderConfig means the saved reader's own (reader.json), else these.
 TRAINED_DEFAULTS = {"max_length": 256, "max_answer_tokens": 10, "score_scale": 20.0, "read_titles": True}
 TITLE_SEPARATOR = " [SEP] "  # between title and passage text in the second segment
-# The span reader's "not sure" threshold: below it `rag ask` and the demo say "not sure" and show the
-# answer as a guess (Answer.is_sure). Chosen by eval/tune_reader.py on the 1,021 held-out training
-# questions (the retriever's holdout; no report set) over indexes/wiki2015, k=10, for models/reader v2:
-# the largest p on a 0.05 grid below which answers are right less than 1 time in 20 (375 of the 1,021
-# fall below 0.25 and 4.5% of those are right; the answers above it are right 18.3% of the time).
-# Generators: no threshold.
+# "not sure" below this p: `rag ask` and the demo show the answer as a guess (Answer.is_sure); generators have none.
+# eval/tune_reader.py on the retriever's 1,021 held-out training questions, k=10, over indexes/wiki2015 (v2): the largest p
+# (0.05 grid) below which answers are right < 1 time in 20. Over indexes/default (v4) that rule gives 0.85: see the README.
 NOT_SURE_BELOW = 0.25
 
 
@@ -58,6 +55,8 @@ class ReaderConfig:
     # Chosen by eval/tune_reader.py on 1,021 held-out training questions over indexes/wiki2015, k=10: EM 11.5 -> 13.2.
     passage_prior: str = "rerank"
     selection_weight: float = 1.0  # read(): how much the reader's own selection logit adds to p(z|q) (0: the prior alone)
+    # read(): weight of log Z_z (passage z's log-sum of raw span scores) in p(z|q); 1 without prior: Clark & Gardner's shared norm.
+    answerability_weight: float = 0.0
     read_titles: bool | None = None  # `title [SEP] text`, or the text alone (False: costs 0.7 EM held out; see the README)
     batch_size: int = 16  # passages per forward pass at inference
     precision: str = "auto"  # auto | bf16 | fp32: bf16 weights where the CPU/GPU runs them fast (>= 2x fp32, same answers)
@@ -167,9 +166,10 @@ class SpanReader:
     # --- scores ---------------------------------------------------------------------------
 
     def scores(self, inputs: ReaderInputs):
-        """(span_log_probs [K, L, L] with -inf on invalid spans, selection logits [K])."""
+        """(span_log_probs [K, L, L], -inf on invalid spans; selection logits [K]; log Z [K], -inf where no span is allowed)."""
         start, end, select = (t.float() for t in self.model(inputs.features))
-        return span_log_probs(start, end, inputs.starts, inputs.ends, self.config.max_answer_tokens), select
+        span_lp, log_z = span_log_probs(start, end, inputs.starts, inputs.ends, self.config.max_answer_tokens)
+        return span_lp, select, log_z
 
     def rerank_logits(self, question: str, passages: list[Passage], max_length: int | None = None) -> np.ndarray:
         """The passage-selection logit of each passage (rag.rerank's cross-encoder score), reading at most
@@ -197,13 +197,16 @@ class SpanReader:
         """log p(z | q) over the K passages: retrieval scores re-ranked by the selection head."""
         return self._torch.log_softmax(self.config.score_scale * retrieval_scores + select_logits, dim=-1)
 
-    def reading_log_probs(self, hits: list[Hit], select_logits):
-        """log p(z | q) when answering: the prior the config names plus the weighted selection logit."""
+    def reading_log_probs(self, hits: list[Hit], select_logits, log_z):
+        """log p(z | q) when answering: the prior the config names plus the weighted selection logit and log Z."""
         torch = self._torch
         reranked = self.config.passage_prior == "rerank" and all(h.rerank_score is not None for h in hits)
         prior = [h.rerank_score if reranked else self.config.score_scale * h.score for h in hits]
         prior = torch.tensor(prior, dtype=torch.float32, device=self.device)
-        return torch.log_softmax(prior + self.config.selection_weight * select_logits, dim=-1)
+        logits = prior + self.config.selection_weight * select_logits
+        if self.config.answerability_weight:
+            logits = logits + self.config.answerability_weight * log_z.clamp(min=-1e4)  # a passage with no span: ~0 mass, no nan
+        return torch.log_softmax(logits, dim=-1)
 
     def answer_log_likelihood(self, question: str, passages: list[Passage], retrieval_scores, answers: tuple[str, ...]):
         """log p(answers | q) = log sum_z p(z|q) sum_{spans of z matching an answer} p(span|q,z).
@@ -216,7 +219,7 @@ class SpanReader:
         gold = answer_span_mask(inputs.token_chars, passages, answers, self.config.max_answer_tokens)
         if not gold.any():
             return None
-        span_lp, select = self.scores(inputs)
+        span_lp, select, _ = self.scores(inputs)
         gold = self._torch.as_tensor(gold, device=self.device)
         per_passage = span_lp.masked_fill(~gold, float("-inf")).flatten(1).logsumexp(-1)  # log p(y | q, z)
         return self._torch.logsumexp(self.passage_log_probs(retrieval_scores, select) + per_passage, dim=0)
@@ -231,16 +234,13 @@ class SpanReader:
                 if not question_hits:
                     answers.append(Answer(question, "", 0.0))
                     continue
-                parts = []
+                parts = []  # (token_chars, span_lp, select, log_z) per batch of passages
                 for i in range(0, len(question_hits), self.config.batch_size):
-                    batch = question_hits[i : i + self.config.batch_size]
-                    inputs = self.encode(question, [h.passage for h in batch])
-                    span_lp, select = self.scores(inputs)
-                    parts.append((inputs.token_chars, span_lp, select))
-                token_chars = np.concatenate([p[0] for p in parts]) if len(parts) == 1 else _pad_cat([p[0] for p in parts])
-                span_lp = parts[0][1] if len(parts) == 1 else _pad_cat_t(torch, [p[1] for p in parts])
-                select = torch.cat([p[2] for p in parts])
-                passage_lp = self.reading_log_probs(question_hits, select).cpu().numpy()
+                    inputs = self.encode(question, [h.passage for h in question_hits[i : i + self.config.batch_size]])
+                    parts.append((inputs.token_chars, *self.scores(inputs)))
+                token_chars, span_lp = _pad_cat([p[0] for p in parts]), _pad_cat_t(torch, [p[1] for p in parts])
+                select, log_z = (torch.cat([p[i] for p in parts]) for i in (2, 3))
+                passage_lp = self.reading_log_probs(question_hits, select, log_z).cpu().numpy()
                 answers.append(self._best_answer(question, question_hits, token_chars, span_lp.cpu().numpy(), passage_lp))
         return answers
 
@@ -326,7 +326,7 @@ def title_prefix(title: str, read_titles: bool = True) -> str:
 
 
 def span_log_probs(start, end, starts, ends, max_answer_tokens: int):
-    """log p(span | q, z) for every (start, end) token pair: [K, L, L], -inf where the span is not allowed.
+    """(log p(span | q, z) for every (start, end) token pair: [K, L, L], -inf where the span is not allowed; log Z: [K]).
 
     A span lies inside the passage text, begins and ends on word boundaries (`starts`, `ends`:
     [K, L] bool), ends at or after its start and has at most `max_answer_tokens` tokens; the
@@ -340,9 +340,9 @@ def span_log_probs(start, end, starts, ends, max_answer_tokens: int):
     allowed = (width >= 0) & (width < max_answer_tokens)
     allowed = allowed[None] & starts[:, :, None] & ends[:, None, :]
     scores = (start[:, :, None] + end[:, None, :]).masked_fill(~allowed, float("-inf"))
-    norm = scores.flatten(1).logsumexp(-1)
-    norm = torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm))  # a passage with no allowed span stays all -inf
-    return scores - norm[:, None, None]
+    log_z = scores.flatten(1).logsumexp(-1)
+    norm = torch.where(torch.isfinite(log_z), log_z, torch.zeros_like(log_z))  # a passage with no allowed span stays all -inf
+    return scores - norm[:, None, None], log_z
 
 
 def word_boundaries(token_chars: np.ndarray, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:

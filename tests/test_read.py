@@ -65,12 +65,13 @@ def test_answer_matches_are_whole_words_at_exact_offsets(reader):
     assert HAMLET.text[inputs.token_chars[k, s, 0] : inputs.token_chars[k, e, 1]] == "William Shakespeare"
 
 
-def brute_force_answer(reader, question, hits):
-    """The same answer by explicit loops: one passage at a time, every allowed span enumerated."""
+def brute_force_answer(reader, question, hits, answerability_weight=0.0):
+    """The same answer by explicit loops: one passage at a time, every allowed span enumerated;
+    `answerability_weight` x the passage's log-sum of raw span scores joins its p(z|q) logit."""
     import torch
 
     cfg = reader.config
-    selects, per_passage = [], []
+    selects, per_passage, log_zs = [], [], []
     with torch.no_grad():
         for hit in hits:
             inputs = reader.encode(question, [hit.passage])
@@ -79,10 +80,11 @@ def brute_force_answer(reader, question, hits):
             spans = [(s, e) for s in range(len(chars)) for e in range(s, min(len(chars), s + cfg.max_answer_tokens)) if starts[s] and ends[e]]
             logits = [float(start[0, s] + end[0, e]) for s, e in spans]
             z = math.log(sum(math.exp(x) for x in logits))
+            log_zs.append(z)
             ranked = sorted(zip(logits, spans), reverse=True)[: cfg.spans_per_passage]
             per_passage.append([(math.exp(x - z), hit.passage.text[chars[s, 0] : chars[e, 1]]) for x, (s, e) in ranked])
             selects.append(float(select[0]))
-    logits = [cfg.score_scale * h.score + sel for h, sel in zip(hits, selects)]
+    logits = [cfg.score_scale * h.score + sel + answerability_weight * z for h, sel, z in zip(hits, selects, log_zs)]
     norm = sum(math.exp(x) for x in logits)
     totals = defaultdict(float)
     for logit, spans in zip(logits, per_passage):
@@ -100,6 +102,19 @@ def test_answer_probability_is_marginalized_over_passages(reader):
     for span in answer.spans:  # every span reads the answer, at exact offsets of its passage
         passage = next(h.passage for h in answer.evidence if h.passage.id == span.passage_id)
         assert normalize_answer(passage.text[span.start : span.end]) == text
+
+
+def test_answerability_weight_adds_each_passages_span_log_sum_to_its_prior(reader):
+    from dataclasses import replace
+
+    hits = hits_of([FRANCE, SEINE, HAMLET], [0.61, 0.55, 0.12])
+    plain = reader.read([QUESTION], [hits])[0]
+    weighted = SpanReader.__new__(SpanReader)  # the same loaded model, another config
+    weighted.__dict__.update(reader.__dict__, config=replace(reader.config, answerability_weight=1.0))
+    answer = weighted.read([QUESTION], [hits])[0]
+    text, score = brute_force_answer(reader, QUESTION, hits, answerability_weight=1.0)
+    assert normalize_answer(answer.text) == text and answer.score == pytest.approx(score, rel=1e-4)
+    assert answer.score != pytest.approx(plain.score, rel=1e-3)  # the knob changes p(z|q)
 
 
 def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):

@@ -54,6 +54,18 @@ def test_folder_is_read_in_sorted_path_order_with_title_line_and_headings_droppe
     assert report.documents == 3 and report.passages == 3 and not report.skipped  # "Empty page" has no text
 
 
+def test_folder_of_links_to_another_extracts_folders_is_read_through_them(extract, tmp_path):
+    # half a corpus as a user makes one: links to two of the extract's folders, and a link back up
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "AA").symlink_to(extract / "AA", target_is_directory=True)
+    (part / "AB").symlink_to(extract / "AB", target_is_directory=True)
+    (part / "AB-again").symlink_to(part, target_is_directory=True)
+    assert detect_format(part) == "wikiextractor"
+    passages = list(read_passages(part))
+    assert [p.id for p in passages] == ["10-0", "20-0", "30-0"]
+
+
 def test_long_doc_is_split_into_pageid_n_passages(tmp_path):
     words = [f"w{i}" for i in range(250)]
     path = tmp_path / "wiki_07"
