@@ -105,12 +105,13 @@ def test_answer_probability_is_marginalized_over_passages(reader):
 
 
 def test_answerability_weight_adds_each_passages_span_log_sum_to_its_prior(reader):
+    import copy
     from dataclasses import replace
 
     hits = hits_of([FRANCE, SEINE, HAMLET], [0.61, 0.55, 0.12])
     plain = reader.read([QUESTION], [hits])[0]
-    weighted = SpanReader.__new__(SpanReader)  # the same loaded model, another config
-    weighted.__dict__.update(reader.__dict__, config=replace(reader.config, answerability_weight=1.0))
+    weighted = copy.copy(reader)  # the same loaded model, another config; the shared fixture keeps its own
+    weighted.config = replace(reader.config, answerability_weight=1.0)
     answer = weighted.read([QUESTION], [hits])[0]
     text, score = brute_force_answer(reader, QUESTION, hits, answerability_weight=1.0)
     assert normalize_answer(answer.text) == text and answer.score == pytest.approx(score, rel=1e-4)
