@@ -398,16 +398,21 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rerank", type=int, default=None, help="--qa: passages re-ranked per question, as `rag ask --rerank` (default: the pipeline's; 0: none)")
     ap.add_argument("--hits-cache", default=None, help="--qa: a JSON file keeping the passages retrieved, so that another reader reads the same ones (written on the first run)")
     ap.add_argument("--answerability-weight", type=float, default=None, help="--qa: the span reader's ReaderConfig.answerability_weight (default: its own)")
+    ap.add_argument("--title-bonus", type=float, default=None, help="the span reader's ReaderConfig.title_bonus (default: its own; 0: none)")
     ap.add_argument("--json", default="eval/out/bench_misses.json")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
     if not args.squad and not args.qa:
         ap.error("give --squad FILE, --qa FILE, or both")
-    results: dict = {"reader": args.reader, "answerability_weight": args.answerability_weight, "cpu_cores": os.cpu_count()}
+    results: dict = {"reader": args.reader, "answerability_weight": args.answerability_weight, "title_bonus": args.title_bonus, "cpu_cores": os.cpu_count()}
     if args.squad:
         from rag.readers import ReaderOptions, load_reader
 
         reader = load_reader(args.reader, ReaderOptions(inference_only=True))
+        if args.title_bonus is not None:
+            from dataclasses import replace
+
+            reader.config = replace(reader.config, title_bonus=args.title_bonus)
         summary = run_squad(reader, load_squad_items(args.squad, args.limit), progress=not args.quiet)
         print_report(f"SQuAD v1.1 dev, gold paragraph as one passage ({args.squad})", summary)
         results["squad"] = {"file": args.squad, **{k: v for k, v in summary.items() if k != "table"}}
@@ -422,10 +427,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         rerank = RERANK_DEFAULT if args.rerank is None else (RerankConfig(depth=args.rerank) if args.rerank else None)
         pipeline = load_pipeline(PipelineConfig(index, args.reader, args.k, rerank=rerank))
-        if args.answerability_weight is not None:
+        knobs = {k: v for k, v in (("answerability_weight", args.answerability_weight), ("title_bonus", args.title_bonus)) if v is not None}
+        if knobs:
             from dataclasses import replace
 
-            pipeline.reader.config = replace(pipeline.reader.config, answerability_weight=args.answerability_weight)
+            pipeline.reader.config = replace(pipeline.reader.config, **knobs)
         examples = load_qa(args.qa, limit=args.limit or None)
         hits = cached_hits(pipeline, [ex.question for ex in examples], args.k, Path(args.hits_cache), not args.quiet) if args.hits_cache else None
         summary = run_qa(pipeline, examples, args.k, progress=not args.quiet, hits=hits)

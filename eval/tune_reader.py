@@ -7,7 +7,7 @@ models/retriever's card; eval/tune_pipeline.py tunes retrieval on them): DPR's N
 dev topics and WebQuestions trainmodel.json, none trained on and none a report set. The default
 pipeline (rag.pipeline.load_pipeline, re-ranked) retrieves k passages once per question; the hits are
 kept in --out-dir, so a rerun with another reader reads the same passages. Each variant of p(z|q)
-(rag.read.ReaderConfig passage_prior x selection_weight x answerability_weight, with and without the titles read) then reads them, and the table gives EM,
+(rag.read.ReaderConfig passage_prior x selection_weight x answerability_weight, with and without the titles read; title_bonus, rag.answers) then reads them, and the table gives EM,
 F1, EM among the questions whose top-1 passage holds an answer, and the half-right threshold: the
 largest p on a 0.05 grid below which answers are right less than half the time
 (eval/bench_misses.py's rule), and the not-sure threshold: the largest such p below which answers
@@ -37,18 +37,21 @@ from rag.train.retriever import RetrieverTrainConfig, split_questions  # noqa: E
 from rag.types import Hit  # noqa: E402
 
 NOT_SURE_RIGHT_SHARE = 0.05  # "not sure" below the largest p under which answers are right less than 1 time in 20
-VARIANTS = {  # name -> (passage_prior, selection_weight, read_titles, answerability_weight)
-    "retrieval + selection (v1 reader)": ("retrieval", 1.0, True, 0.0),
-    "rerank + selection": ("rerank", 1.0, True, 0.0),
-    "rerank + selection / 2": ("rerank", 0.5, True, 0.0),
-    "rerank alone": ("rerank", 0.0, True, 0.0),
-    "retrieval alone": ("retrieval", 0.0, True, 0.0),
-    "rerank + selection (no titles)": ("rerank", 1.0, False, 0.0),
-    "rerank alone (no titles)": ("rerank", 0.0, False, 0.0),
-    "rerank + selection + log Z / 2": ("rerank", 1.0, True, 0.5),
-    "rerank + selection + log Z": ("rerank", 1.0, True, 1.0),
-    "rerank + log Z": ("rerank", 0.0, True, 1.0),
-    "retrieval + log Z": ("retrieval", 0.0, True, 1.0),
+VARIANTS = {  # name -> (passage_prior, selection_weight, read_titles, answerability_weight, title_bonus)
+    "retrieval + selection (v1 reader)": ("retrieval", 1.0, True, 0.0, 0.0),
+    "rerank + selection": ("rerank", 1.0, True, 0.0, 0.0),
+    "rerank + selection / 2": ("rerank", 0.5, True, 0.0, 0.0),
+    "rerank alone": ("rerank", 0.0, True, 0.0, 0.0),
+    "retrieval alone": ("retrieval", 0.0, True, 0.0, 0.0),
+    "rerank + selection (no titles)": ("rerank", 1.0, False, 0.0, 0.0),
+    "rerank alone (no titles)": ("rerank", 0.0, False, 0.0, 0.0),
+    "rerank + selection + log Z / 2": ("rerank", 1.0, True, 0.5, 0.0),
+    "rerank + selection + log Z": ("rerank", 1.0, True, 1.0, 0.0),
+    "rerank + log Z": ("rerank", 0.0, True, 1.0, 0.0),
+    "retrieval + log Z": ("retrieval", 0.0, True, 1.0, 0.0),
+    "rerank + selection + title bonus 1": ("rerank", 1.0, True, 0.0, 1.0),
+    "rerank + selection + title bonus 2 (default)": ("rerank", 1.0, True, 0.0, 2.0),
+    "rerank + selection + title bonus 3": ("rerank", 1.0, True, 0.0, 3.0),
 }
 
 
@@ -73,8 +76,8 @@ def main() -> int:
     hits = cached_hits(pipeline, [ex.question for ex in held], args.k, Path(args.out_dir) / f"tune_reader-hits-{Path(args.index).name}-k{args.k}.json")
     reader = pipeline.reader
     rows, results = [], {}
-    for name, (prior, weight, titles, log_z) in ((n, VARIANTS[n]) for n in args.variants.split(",")):
-        reader.config = replace(reader.config, passage_prior=prior, selection_weight=weight, read_titles=titles, answerability_weight=log_z)
+    for name, (prior, weight, titles, log_z, title_bonus) in ((n, VARIANTS[n]) for n in args.variants.split(",")):
+        reader.config = replace(reader.config, passage_prior=prior, selection_weight=weight, read_titles=titles, answerability_weight=log_z, title_bonus=title_bonus)
         answers = reader.read([ex.question for ex in held], hits)
         records = [qa_record(ex, h, a) for ex, h, a in zip(held, hits, answers)]
         top1 = [r for r in records if r["top1_has_answer"]]
@@ -82,7 +85,7 @@ def main() -> int:
         scores, ems = [r["probability"] for r in records], [r["exact_match"] for r in records]
         not_sure = half_right_threshold(scores, ems, NOT_SURE_RIGHT_SHARE)
         below = [em for s, em in zip(scores, ems) if not_sure is not None and s < not_sure]
-        results[name] = {"passage_prior": prior, "selection_weight": weight, "read_titles": titles, "answerability_weight": log_z, "exact_match": mean(ems),
+        results[name] = {"passage_prior": prior, "selection_weight": weight, "read_titles": titles, "answerability_weight": log_z, "title_bonus": title_bonus, "exact_match": mean(ems),
                          "f1": mean(r["f1"] for r in records), "top1_questions": len(top1), "top1_exact_match": mean(r["exact_match"] for r in top1),
                          "calibration": cal, "not_sure_below": not_sure, "share_not_sure": len(below) / len(records),
                          "exact_match_not_sure": mean(below), "exact_match_sure": mean(em for s, em in zip(scores, ems) if not_sure is None or s >= not_sure),

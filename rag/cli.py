@@ -120,7 +120,7 @@ def _add_train_squad_parsers(sub) -> None:
     r.add_argument("--doc-stride", type=int, default=C.doc_stride, help="tokens of overlap between windows of a long paragraph (default: %(default)s)")
     r.add_argument("--questions", default=C.questions, help="open-domain QA files, comma-separated, read over --index as more training windows "
                    "(rag train retriever's training split of them: its held-out share is never read)")
-    r.add_argument("--index", default=C.index, help="with --questions: the index whose dense top -k passages they are read over")
+    r.add_argument("--index", default=C.index, help="with --questions: the index whose dense top -k passages they are read over (comma-separated: each question over each)")
     r.add_argument("-k", type=positive_int, default=C.k, help="with --questions: passages retrieved per question (default: %(default)s)")
     r.add_argument("--questions-repeat", type=positive_int, default=C.questions_repeat, help="with --questions: each of their windows this many times per epoch (default: %(default)s)")
     r.set_defaults(func=commands.cmd_train_reader)

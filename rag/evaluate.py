@@ -300,7 +300,7 @@ def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "read
 
 def paragraph_windows(reader, question: str, title: str, context: str, doc_stride: int) -> list:
     """The paragraph as passages of at most one reader window each, overlapping by `doc_stride` tokens, cut at spaces."""
-    from rag.read import title_prefix
+    from rag.types import title_prefix
     from rag.types import Passage
 
     prefix = title_prefix(title, getattr(reader.config, "read_titles", True))  # as the reader reads passages (a generator: always)

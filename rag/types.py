@@ -11,6 +11,14 @@ class RagError(Exception):
     """
 
 
+TITLE_SEPARATOR = " [SEP] "  # between title and passage text in a reader's second segment
+
+
+def title_prefix(title: str, read_titles: bool = True) -> str:
+    """What precedes a passage's text in a reader's second segment: `title [SEP] ` ("" when untitled or titles are off)."""
+    return f"{title}{TITLE_SEPARATOR}" if title and read_titles else ""
+
+
 @dataclass(frozen=True)
 class Passage:
     id: str  # stable, unique within a store

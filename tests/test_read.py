@@ -86,11 +86,15 @@ def brute_force_answer(reader, question, hits, answerability_weight=0.0):
             selects.append(float(select[0]))
     logits = [cfg.score_scale * h.score + sel + answerability_weight * z for h, sel, z in zip(hits, selects, log_zs)]
     norm = sum(math.exp(x) for x in logits)
-    totals = defaultdict(float)
-    for logit, spans in zip(logits, per_passage):
-        for p_span, text in spans:
-            totals[normalize_answer(text)] += math.exp(logit) / norm * p_span
-    return max(totals.items(), key=lambda kv: kv[1])
+    totals, raw, weighted = defaultdict(float), 0.0, 0.0
+    for logit, spans, hit in zip(logits, per_passage, hits):
+        for p_span, text in ((p_span, text) for p_span, text in spans if normalize_answer(text)):  # "the" is no answer
+            mass = math.exp(logit) / norm * p_span
+            bonus = math.exp(cfg.title_bonus) if normalize_answer(text) == normalize_answer(hit.passage.title.split(" (")[0]) else 1.0
+            totals[normalize_answer(text)] += mass * bonus
+            raw, weighted = raw + mass, weighted + mass * bonus
+    text, total = max(totals.items(), key=lambda kv: kv[1])
+    return text, total * raw / weighted  # the bonus moves mass between answers, never adds any
 
 
 def test_answer_probability_is_marginalized_over_passages(reader):
@@ -118,7 +122,27 @@ def test_answerability_weight_adds_each_passages_span_log_sum_to_its_prior(reade
     assert answer.score != pytest.approx(plain.score, rel=1e-3)  # the knob changes p(z|q)
 
 
+@pytest.mark.parametrize("title_bonus", [0.0, 3.0, 40.0])
+def test_title_bonus_moves_mass_to_an_answer_that_is_its_passages_title(reader, title_bonus):
+    """Every span a candidate (spans_per_passage large): with a bonus of 40 the answer is a passage's own
+    title ("France", "Seine", "Hamlet" all open their passages; "Mercury (planet)" would answer "Mercury"),
+    and at every bonus the probability is the oracle's, the masses rescaled to the sum they had."""
+    import copy
+    from dataclasses import replace
+
+    every = copy.copy(reader)
+    every.config = replace(reader.config, spans_per_passage=10_000, title_bonus=title_bonus)
+    hits = hits_of([FRANCE, SEINE, Passage("he", "Hamlet (play)", HAMLET.text)], [0.61, 0.55, 0.12])
+    answer = every.read([QUESTION], [hits])[0]
+    text, score = brute_force_answer(every, QUESTION, hits)
+    assert normalize_answer(answer.text) == text and answer.score == pytest.approx(score, rel=1e-4) and 0 < answer.score <= 1
+    if title_bonus == 40.0:
+        assert text in {"france", "seine", "hamlet"}
+
+
 def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
+    from dataclasses import replace
+
     import torch
 
     from rag.readers import ReaderOptions, load_reader
@@ -143,6 +167,7 @@ def test_trained_reader_finds_the_answer_span_and_round_trips(reader, tmp_path):
 
     reader.save(tmp_path / "reader")
     again = load_reader(str(tmp_path / "reader"), ReaderOptions(precision="fp32"))
+    again.config = replace(again.config, spans_per_passage=reader.config.spans_per_passage)  # the candidates the title bonus rescales over
     reloaded = again.read([QUESTION], [hits])[0]
     assert (reloaded.text, reloaded.spans) == (answer.text, answer.spans)
     assert reloaded.score == pytest.approx(answer.score, rel=1e-4)

@@ -85,6 +85,14 @@ def test_open_domain_questions_become_windows_over_the_index(small_index, tmp_pa
     assert [w["start"] >= 0 for w in windows] == [bool(q.answer_text) for q in once]  # a 100-word passage is one window
 
 
+def test_open_domain_questions_are_read_over_each_index_named(small_index, small_index_copy, tmp_path):
+    """--index A,B: each question's windows over A, then over B (two corpora's passages in one stage)."""
+    path = _nq_file(tmp_path / "qa.jsonl", BUILT_IN_QUESTIONS)
+    one = retrieved_questions(ReaderTrainConfig(squad="-", out="-", questions=str(path), index=str(small_index.path), k=3), progress=False)
+    both = retrieved_questions(ReaderTrainConfig(squad="-", out="-", questions=str(path), index=f"{small_index.path},{small_index_copy.path}", k=3), progress=False)
+    assert one and both == one + one  # the copy holds the same passages, so the same windows again
+
+
 def test_open_domain_questions_need_an_index(tmp_path):
     path = _nq_file(tmp_path / "qa.jsonl", BUILT_IN_QUESTIONS)
     with pytest.raises(RagError, match="need an index"):

@@ -43,7 +43,7 @@ class ReaderTrainConfig(TrainSettings):
     # Open-domain questions (comma-separated QA files, any rag.qa_data format) read over `index`: only
     # `rag train retriever`'s training split of them (its held-out share, eval/tune_reader.py's, is never read).
     questions: str = ""
-    index: str = ""
+    index: str = ""  # comma-separated index folders: each question is read over each (the small corpus and a Wikipedia slice)
     k: int = 5  # passages retrieved per open-domain question
     questions_repeat: int = 1  # each open-domain window this many times per epoch: they are ~7x fewer than SQuAD's
     # `rag train retriever`'s holdout and seed defaults, so that the same questions stay aside for every trainer
@@ -66,7 +66,7 @@ def squad_windows(questions: list[SquadQuestion], tokenizer, max_length: int, do
     The second segment is `title [SEP] context`, as rag.read.SpanReader builds it.
     """
     from rag.fast_tokenizer import cut_to_tokens
-    from rag.read import title_prefix
+    from rag.types import title_prefix
 
     windows = []
     for i in range(0, len(questions), 1000):
@@ -101,23 +101,24 @@ def retrieved_questions(config: ReaderTrainConfig, progress: bool = True) -> lis
         raise RagError("open-domain questions need an index to read them over, k >= 1 and questions_repeat >= 1")
     examples = [ex for path in config.questions.split(",") if path for ex in load_qa(path)]
     _, training = holdout_split(examples, config.questions_holdout, config.questions_seed)
-    retriever = load_retriever(config.index, "dense")
-    found, positives = [], 0
-    for start in range(0, len(training), 512):
-        batch = training[start : start + 512]
-        for example, hits in zip(batch, retriever.retrieve([ex.question for ex in batch], config.k)):
-            read, negative = [], None
-            for hit in hits:
-                where = first_answer(hit.passage.text, example.answers)
-                if where is not None:
-                    read.append(SquadQuestion(example.question, hit.passage.title, hit.passage.text, where[0], hit.passage.text[where[0] : where[1]]))
-                elif negative is None:
-                    negative = SquadQuestion(example.question, hit.passage.title, hit.passage.text, -1, "")
-            if read:  # a question none of whose passages answers teaches nothing a negative elsewhere does not
-                positives += len(read)
-                found += read + ([negative] if negative is not None else [])
-    log(f"{len(training):,} open-domain questions over {config.index} (top {config.k}): {positives:,} answer-bearing passages, "
-        f"{len(found) - positives:,} without, each read {config.questions_repeat}x per epoch", progress)
+    found = []
+    for index in (i for i in config.index.split(",") if i):
+        retriever, positives, before = load_retriever(index, "dense"), 0, len(found)
+        for start in range(0, len(training), 512):
+            batch = training[start : start + 512]
+            for example, hits in zip(batch, retriever.retrieve([ex.question for ex in batch], config.k)):
+                read, negative = [], None
+                for hit in hits:
+                    where = first_answer(hit.passage.text, example.answers)
+                    if where is not None:
+                        read.append(SquadQuestion(example.question, hit.passage.title, hit.passage.text, where[0], hit.passage.text[where[0] : where[1]]))
+                    elif negative is None:
+                        negative = SquadQuestion(example.question, hit.passage.title, hit.passage.text, -1, "")
+                if read:  # a question none of whose passages answers teaches nothing a negative elsewhere does not
+                    positives += len(read)
+                    found += read + ([negative] if negative is not None else [])
+        log(f"{len(training):,} open-domain questions over {index} (top {config.k}): {positives:,} answer-bearing passages, "
+            f"{len(found) - before - positives:,} without, each read {config.questions_repeat}x per epoch", progress)
     return found * config.questions_repeat
 
 
