@@ -300,8 +300,7 @@ def evaluate_reader(reader, squad: str | Path, limit: int = 0, name: str = "read
 
 def paragraph_windows(reader, question: str, title: str, context: str, doc_stride: int) -> list:
     """The paragraph as passages of at most one reader window each, overlapping by `doc_stride` tokens, cut at spaces."""
-    from rag.types import title_prefix
-    from rag.types import Passage
+    from rag.types import Passage, title_prefix
 
     prefix = title_prefix(title, getattr(reader.config, "read_titles", True))  # as the reader reads passages (a generator: always)
     window = getattr(reader.config, "max_length", None) or reader.config.max_source_length  # span reader / generator

@@ -95,31 +95,35 @@ def retrieved_questions(config: ReaderTrainConfig, progress: bool = True) -> lis
     passage that holds an answer (at its first whole-word occurrence), and one with no answer
     (answer_text "") for each question's best-ranked passage without one."""
     from rag.qa_data import holdout_split, load_qa
-    from rag.retrieve import load_retriever
 
     if not config.index or config.k < 1 or config.questions_repeat < 1:
         raise RagError("open-domain questions need an index to read them over, k >= 1 and questions_repeat >= 1")
     examples = [ex for path in config.questions.split(",") if path for ex in load_qa(path)]
     _, training = holdout_split(examples, config.questions_holdout, config.questions_seed)
-    found = []
-    for index in (i for i in config.index.split(",") if i):
-        retriever, positives, before = load_retriever(index, "dense"), 0, len(found)
-        for start in range(0, len(training), 512):
-            batch = training[start : start + 512]
-            for example, hits in zip(batch, retriever.retrieve([ex.question for ex in batch], config.k)):
-                read, negative = [], None
-                for hit in hits:
-                    where = first_answer(hit.passage.text, example.answers)
-                    if where is not None:
-                        read.append(SquadQuestion(example.question, hit.passage.title, hit.passage.text, where[0], hit.passage.text[where[0] : where[1]]))
-                    elif negative is None:
-                        negative = SquadQuestion(example.question, hit.passage.title, hit.passage.text, -1, "")
-                if read:  # a question none of whose passages answers teaches nothing a negative elsewhere does not
-                    positives += len(read)
-                    found += read + ([negative] if negative is not None else [])
-        log(f"{len(training):,} open-domain questions over {index} (top {config.k}): {positives:,} answer-bearing passages, "
-            f"{len(found) - before - positives:,} without, each read {config.questions_repeat}x per epoch", progress)
-    return found * config.questions_repeat
+    return [q for index in config.index.split(",") if index for q in _read_over(index, training, config, progress)] * config.questions_repeat
+
+
+def _read_over(index: str, training: list, config: ReaderTrainConfig, progress: bool) -> list[SquadQuestion]:
+    """One index's share of retrieved_questions: each training question's span positives and its selection negative."""
+    from rag.retrieve import load_retriever
+
+    retriever, found, positives = load_retriever(index, "dense"), [], 0
+    for start in range(0, len(training), 512):
+        batch = training[start : start + 512]
+        for example, hits in zip(batch, retriever.retrieve([ex.question for ex in batch], config.k)):
+            read, negative = [], None
+            for hit in hits:
+                where = first_answer(hit.passage.text, example.answers)
+                if where is not None:
+                    read.append(SquadQuestion(example.question, hit.passage.title, hit.passage.text, where[0], hit.passage.text[where[0] : where[1]]))
+                elif negative is None:
+                    negative = SquadQuestion(example.question, hit.passage.title, hit.passage.text, -1, "")
+            if read:  # a question none of whose passages answers teaches nothing a negative elsewhere does not
+                positives += len(read)
+                found += read + ([negative] if negative is not None else [])
+    log(f"{len(training):,} open-domain questions over {index} (top {config.k}): {positives:,} answer-bearing passages, "
+        f"{len(found) - positives:,} without, each read {config.questions_repeat}x per epoch", progress)
+    return found
 
 
 def first_answer(text: str, answers: tuple[str, ...]) -> tuple[int, int] | None:
